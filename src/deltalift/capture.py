@@ -1,0 +1,205 @@
+"""Model -> graph of core ATen operations (``torch.export`` + core decompositions), cached.
+
+The batch dimension is exported as dynamic where export allows it, so that one captured graph
+serves every batch size and a reference shared by the batch can be evaluated at batch size one.
+A model whose code fixes the batch size is exported statically (and references are then
+expanded to the batch).  Element-wise nonlinearities that the core decompositions would split
+into pieces (SiLU, Hardswish, Softplus, Mish, ...) are kept whole, so Rescale sees one function.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.export import Dim, default_decompositions, export
+from torch.export.graph_signature import InputKind, OutputKind
+from torch.utils._pytree import tree_flatten, tree_map
+
+from deltalift.errors import CaptureError
+from deltalift.rules import KEEP_UNDECOMPOSED
+
+
+@dataclass
+class CapturedProgram:
+    """A captured model: its ATen graph and how to feed its placeholders.
+
+    ``placeholders`` lists, for each graph input, ``(kind, key)``: kind ``"state"`` reads the
+    model's live parameter or buffer named ``key`` (so later weight updates are seen), kind
+    ``"constant"`` a lifted constant, kind ``"input"`` the ``key``-th flattened user argument.
+    """
+
+    graph: torch.fx.Graph
+    placeholders: list[tuple[str, Any]]
+    user_output_positions: list[int]
+    constants: dict[str, Any]
+    batch_dynamic: bool
+    free_after: dict[torch.fx.Node, list[torch.fx.Node]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.free_after = _last_uses(self.graph)
+
+
+class _CallableModule(nn.Module):
+    """Wraps a plain forward function so that ``torch.export`` can capture it."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+
+_cache: "weakref.WeakKeyDictionary[Any, dict[Any, CapturedProgram]]" = weakref.WeakKeyDictionary()
+_wrappers: "weakref.WeakKeyDictionary[Any, nn.Module]" = weakref.WeakKeyDictionary()
+
+
+def as_module(model: Any) -> nn.Module:
+    """The model itself, or a (cached) module wrapping a plain forward function."""
+    if isinstance(model, nn.Module):
+        return model
+    if not callable(model):
+        raise TypeError(f"model must be a torch.nn.Module or a callable, got {type(model).__name__}")
+    try:
+        if model not in _wrappers:
+            _wrappers[model] = _CallableModule(model)
+        return _wrappers[model]
+    except TypeError:  # not weak-referenceable
+        return _CallableModule(model)
+
+
+def _signature(args: tuple[Any, ...], batch_size: int, dynamic: bool) -> Any:
+    leaves, spec = tree_flatten(args)
+    parts: list[Any] = [str(spec)]
+    for leaf in leaves:
+        if isinstance(leaf, torch.Tensor):
+            shape = tuple(leaf.shape)
+            if dynamic and leaf.ndim > 0 and shape[0] == batch_size:
+                shape = ("batch",) + shape[1:]
+            parts.append((shape, leaf.dtype, str(leaf.device)))
+        else:
+            parts.append(("value", repr(leaf)))
+    return tuple(parts)
+
+
+def capture(model: nn.Module, args: tuple[Any, ...], batch_size: int) -> CapturedProgram:
+    """Capture ``model(*args)``; reuse a cached graph for the same input signature."""
+    per_model = _cache.setdefault(model, {})
+    for dynamic in (True, False):
+        key = (_signature(args, batch_size, dynamic), model.training)
+        if key in per_model:
+            return per_model[key]
+    error: Exception | None = None
+    for dynamic in ((True, False) if batch_size >= 2 else (False,)):
+        try:
+            program = _export(model, args, batch_size, dynamic)
+        except Exception as exc:  # export raises many types; report the first cause
+            error = exc
+            continue
+        per_model[(_signature(args, batch_size, dynamic), model.training)] = program
+        return program
+    assert error is not None
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    raise CaptureError(
+        f"could not capture {type(model).__name__} as a graph of ATen operations with "
+        f"torch.export (non-strict): {type(error).__name__}: {first_line}\n"
+        "Common causes: Python control flow that depends on tensor values (use torch.where or "
+        "torch.cond), calls that leave PyTorch (.item(), .tolist(), .numpy()), or outputs that "
+        "are not tensors. To see the full trace, run "
+        "torch.export.export(model, tuple(inputs), strict=False) yourself."
+    ) from error
+
+
+def _export(model: nn.Module, args: tuple[Any, ...], batch_size: int, dynamic: bool) -> CapturedProgram:
+    dynamic_shapes = None
+    if dynamic:
+        batch = Dim("batch")
+        dynamic_shapes = tree_map(
+            lambda leaf: {0: batch}
+            if isinstance(leaf, torch.Tensor) and leaf.ndim > 0 and leaf.shape[0] == batch_size
+            else None,
+            args,
+        )
+    program = export(model, args, dynamic_shapes=dynamic_shapes, strict=False)
+    table = default_decompositions()
+    for op in KEEP_UNDECOMPOSED:
+        table.pop(op, None)
+    program = program.run_decompositions(table)
+    return _to_captured(program, dynamic)
+
+
+def _to_captured(program: torch.export.ExportedProgram, dynamic: bool) -> CapturedProgram:
+    signature = program.graph_signature
+    placeholders: list[tuple[str, Any]] = []
+    user_index = 0
+    for spec in signature.input_specs:
+        if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER) and spec.persistent is not False:
+            placeholders.append(("state", spec.target))
+        elif spec.kind in (InputKind.CONSTANT_TENSOR, InputKind.BUFFER):
+            placeholders.append(("constant", spec.target))
+        elif spec.kind == InputKind.USER_INPUT:
+            placeholders.append(("input", user_index))
+            user_index += 1
+        else:
+            raise CaptureError(f"the captured graph has an input of kind {spec.kind.name}, which deltalift cannot feed")
+    mutations = [s for s in signature.output_specs if s.kind != OutputKind.USER_OUTPUT]
+    if mutations:
+        raise CaptureError(
+            "the model changes its own state while it runs forward ("
+            + ", ".join(f"{s.kind.name.lower()} {s.target}" for s in mutations)
+            + "); call model.eval() or remove the in-place update of the buffer"
+        )
+    random_ops = sorted(
+        {
+            str(node.target)
+            for node in program.graph.nodes
+            if node.op == "call_function" and torch.Tag.nondeterministic_seeded in getattr(node.target, "tags", ())
+        }
+    )
+    if random_ops:
+        raise CaptureError(
+            f"the model draws random numbers ({', '.join(random_ops)}), e.g. dropout in training "
+            "mode; attributions would be random. Call model.eval() first."
+        )
+    positions = [i for i, s in enumerate(signature.output_specs) if s.kind == OutputKind.USER_OUTPUT]
+    return CapturedProgram(
+        graph=program.graph_module.graph,
+        placeholders=placeholders,
+        user_output_positions=positions,
+        constants=dict(program.constants),
+        batch_dynamic=dynamic,
+    )
+
+
+def _last_uses(graph: torch.fx.Graph) -> dict[torch.fx.Node, list[torch.fx.Node]]:
+    """For each node, the values that can be dropped once it has run."""
+    seen: set[torch.fx.Node] = set()
+    free_after: dict[torch.fx.Node, list[torch.fx.Node]] = {}
+    for node in reversed(graph.nodes):
+        for used in node.all_input_nodes:
+            if used not in seen:
+                seen.add(used)
+                free_after.setdefault(node, []).append(used)
+    return free_after
+
+
+def state_value(model: nn.Module, target: str) -> torch.Tensor:
+    """The model's live parameter or buffer ``target`` (dotted name)."""
+    module_path, _, name = target.rpartition(".")
+    owner = model.get_submodule(module_path) if module_path else model
+    value = getattr(owner, name)
+    if not isinstance(value, torch.Tensor):
+        raise CaptureError(f"the model's attribute {target} is no longer a tensor")
+    return value
+
+
+def clear_cache(model: Any | None = None) -> None:
+    """Forget captured graphs (of one model, or of all); needed after editing a model's code."""
+    if model is None:
+        _cache.clear()
+    else:
+        _cache.pop(as_module(model), None)

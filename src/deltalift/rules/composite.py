@@ -1,0 +1,160 @@
+"""Ops explained by composing exact rules over their elementary parts.
+
+DESIGN.md section 1: softmax, log-softmax, logsumexp, layer norm, group norm and variance are
+re-expressed with ``exp``, ``sum``, ``reciprocal``, ``log``, ``rsqrt`` and products, each of
+which goes through its own rule, so summation-to-delta holds exactly for the composition.
+
+Numerical stability: ``softmax(x) = exp(x - c) / sum(exp(x - c))`` with one shift ``c`` per row
+that is the *same constant* for input and reference (the larger of their row maxima).  A
+constant shift scales ``exp``'s multipliers by ``e^-c`` and the reciprocal's by ``e^2c``; the
+contributions do not change, so the result equals the unshifted composition.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from deltalift.errors import UnsupportedOperationError
+from deltalift.rules.linear import linear
+from deltalift.rules.registry import Pair, RuleContext, is_pair
+from deltalift.rules.rescale import _Rescale
+
+Tensor = torch.Tensor
+aten = torch.ops.aten
+
+
+def _shift(pair: Pair, dims: Sequence[int]) -> Tensor:
+    """A per-row constant: the larger of the input's and the reference's maxima (finite)."""
+    with torch.no_grad():
+        shift = torch.maximum(pair.x.detach().amax(dims, keepdim=True), pair.ref.amax(dims, keepdim=True))
+        return torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+
+
+def _exp_sum(ctx: RuleContext, pair: Pair, dims: list[int]) -> tuple[Any, Any, Tensor]:
+    shift = _shift(pair, dims)
+    exps = ctx.call(aten.exp.default, ctx.call(aten.sub.Tensor, pair, shift))
+    return exps, ctx.call(aten.sum.dim_IntList, exps, dims, True), shift
+
+
+def softmax(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``_softmax(x, dim, half_to_float)`` = ``exp(x - c) * reciprocal(sum(exp(x - c)))``."""
+    pair, dim = args[0], args[1]
+    exps, total, _ = _exp_sum(ctx, pair, [dim])
+    return ctx.call(aten.mul.Tensor, exps, ctx.call(aten.reciprocal.default, total))
+
+
+def log_softmax(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``_log_softmax(x, dim, half_to_float)`` = ``(x - c) - log(sum(exp(x - c)))``."""
+    pair, dim = args[0], args[1]
+    exps, total, shift = _exp_sum(ctx, pair, [dim])
+    return ctx.call(aten.sub.Tensor, ctx.call(aten.sub.Tensor, pair, shift), ctx.call(aten.log.default, total))
+
+
+def logsumexp(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``logsumexp(x, dim, keepdim)`` = ``c + log(sum(exp(x - c)))``."""
+    pair = args[0]
+    dims = list(args[1] if len(args) > 1 else kwargs.get("dim", []))
+    keepdim = bool(args[2] if len(args) > 2 else kwargs.get("keepdim", False))
+    dims = dims or list(range(pair.x.ndim))
+    _, total, shift = _exp_sum(ctx, pair, dims)
+    out = ctx.call(aten.add.Tensor, ctx.call(aten.log.default, total), shift)
+    return out if keepdim else ctx.call(aten.squeeze.dims, out, dims)
+
+
+def _normalise(ctx: RuleContext, pair: Any, dims: list[int], eps: float) -> tuple[Any, Any, Any]:
+    """``(x - mean) * rsqrt(var + eps)`` over ``dims`` (biased variance), mean and rstd."""
+    mean = ctx.call(aten.mean.dim, pair, dims, True)
+    centred = ctx.call(aten.sub.Tensor, pair, mean)
+    var = ctx.call(aten.mean.dim, ctx.call(aten.pow.Tensor_Scalar, centred, 2), dims, True)
+    rstd = ctx.call(aten.rsqrt.default, ctx.call(aten.add.Tensor, var, eps))
+    return ctx.call(aten.mul.Tensor, centred, rstd), mean, rstd
+
+
+def layer_norm(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``native_layer_norm(x, shape, weight, bias, eps)`` -> ``(out, mean, rstd)``."""
+    pair, shape, weight, bias, eps = args
+    if not is_pair(pair):
+        return linear(ctx, op, args, kwargs)
+    dims = list(range(pair.x.ndim - len(shape), pair.x.ndim))
+    out, mean, rstd = _normalise(ctx, pair, dims, eps)
+    if weight is not None:
+        out = ctx.call(aten.mul.Tensor, out, weight)
+    if bias is not None:
+        out = ctx.call(aten.add.Tensor, out, bias)
+    return out, mean, rstd
+
+
+def group_norm(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``native_group_norm(x, weight, bias, N, C, HxW, group, eps)`` -> ``(out, mean, rstd)``."""
+    pair, weight, bias, _n, channels, _hw, groups, eps = args
+    if not is_pair(pair):
+        return linear(ctx, op, args, kwargs)
+    shape = pair.x.shape
+    grouped = Pair(pair.x.reshape(shape[0], groups, -1), pair.ref.reshape(pair.ref.shape[0], groups, -1))
+    out, mean, rstd = _normalise(ctx, grouped, [2], eps)
+    out = Pair(out.x.reshape(shape), out.ref.reshape((pair.ref.shape[0],) + tuple(shape[1:])))
+    affine_shape = [1, channels] + [1] * (len(shape) - 2)
+    if weight is not None:
+        out = ctx.call(aten.mul.Tensor, out, weight.reshape(affine_shape))
+    if bias is not None:
+        out = ctx.call(aten.add.Tensor, out, bias.reshape(affine_shape))
+    return out, ctx.call(aten.squeeze.dim, mean, -1), ctx.call(aten.squeeze.dim, rstd, -1)
+
+
+def variance(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``var``/``var_mean``/``std``/``std_mean`` as ``sum((x - mean)^2) / (n - correction)``."""
+    pair = args[0]
+    dims = args[1] if len(args) > 1 else kwargs.get("dim")
+    dims = list(range(pair.x.ndim)) if dims is None else list(dims)
+    correction = kwargs.get("correction", 1)
+    correction = 1 if correction is None else correction
+    keepdim = bool(kwargs.get("keepdim", False))
+    count = 1
+    for d in dims:
+        count *= pair.x.shape[d]
+    mean = ctx.call(aten.mean.dim, pair, dims, True)
+    squares = ctx.call(aten.pow.Tensor_Scalar, ctx.call(aten.sub.Tensor, pair, mean), 2)
+    var = ctx.call(aten.div.Tensor, ctx.call(aten.sum.dim_IntList, squares, dims, keepdim), max(count - correction, 0))
+    packet = op.overloadpacket
+    out = ctx.call(aten.sqrt.default, var) if packet in (aten.std, aten.std_mean) else var
+    if packet in (aten.var_mean, aten.std_mean):
+        return out, (mean if keepdim else ctx.call(aten.squeeze.dims, mean, dims))
+    return out
+
+
+def where(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``where(cond, a, b)``: Linear when ``cond`` is constant or equal for input and reference;
+    where it differs and one branch is a constant, Rescale on the other branch."""
+    cond, a, b = args
+    if not is_pair(cond) or _equal_sides(cond):
+        plain_cond = cond.x if is_pair(cond) else cond
+        return linear(ctx, op, (plain_cond, a, b), kwargs)
+    if is_pair(a) and is_pair(b):
+        raise UnsupportedOperationError(
+            f"{op}: the condition depends on the explained input and differs between input and "
+            f"reference while both branches do too{_at(ctx)}; no exact rule. Use a single "
+            "element-wise op (torch.relu, F.leaky_relu, torch.maximum, ...) instead."
+        )
+    branch = a if is_pair(a) else b
+
+    def select(condition: Tensor, t: Tensor) -> Tensor:
+        return op(condition, t, b) if branch is a else op(condition, a, t)
+
+    with torch.no_grad():
+        y0 = select(cond.ref, branch.ref)
+    out = _Rescale.apply(branch.x, lambda t: select(cond.x, t), branch.ref.detach(), y0, ctx.eps)
+    return Pair(out, y0)
+
+
+def _equal_sides(pair: Pair) -> bool:
+    x, ref = pair.x, pair.ref
+    try:
+        return bool(torch.equal(x, ref.expand_as(x)))
+    except RuntimeError:
+        return False
+
+
+def _at(ctx: RuleContext) -> str:
+    return f" (at {ctx.node_description})" if ctx.node_description else ""

@@ -1,0 +1,81 @@
+"""The Linear rule (Shrikumar et al. 2017, section 3.5.1) and ops with no gradient.
+
+For an affine op ``y = b + sum_i w_i x_i`` the DeepLIFT multiplier is ``m(dx_i, dy) = w_i``,
+the op's own Jacobian: autograd already gives it, so the rule evaluates the op for the input
+(with autograd) and for the reference (without) and does nothing else.  This covers dense and
+convolution layers, additions, scaling by constants, sums and means, average pooling, batch
+norm in eval mode, reshapes, concatenation, slicing, padding and linear interpolation.
+
+The same evaluation serves ops whose output does not carry a gradient at all (comparisons,
+shape queries, arg-max indices): they are computed on both sides and nothing flows through them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from deltalift.errors import UnsupportedOperationError
+from deltalift.rules.registry import Pair, RuleContext, pairs_in, side, zip_output
+
+
+def evaluate_both(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Evaluate ``op`` on the input side (with autograd) and on the reference side (without)."""
+    x_out = op(*side(args, "x"), **side(kwargs, "x"))
+    with torch.no_grad():
+        ref_out = op(*side(args, "ref"), **side(kwargs, "ref"))
+    return zip_output(x_out, ref_out)
+
+
+def _same_on_both_sides(pair: Pair) -> bool:
+    x, ref = pair.x, pair.ref
+    if x.shape != ref.shape:
+        try:
+            ref = ref.expand_as(x)
+        except RuntimeError:
+            return False
+    return bool(torch.equal(x, ref))
+
+
+def linear(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Linear rule: the multiplier is the Jacobian of the (affine) op.
+
+    An integer or boolean argument that depends on the input (an index or a mask computed from
+    it) makes the op non-linear in the input unless it is the same for input and reference, which
+    is checked.
+    """
+    for pair in pairs_in((args, kwargs)):
+        if isinstance(pair.x, torch.Tensor) and not pair.x.is_floating_point():
+            if not _same_on_both_sides(pair):
+                raise UnsupportedOperationError(
+                    f"{op} receives an index or mask that is computed from the explained input and "
+                    f"differs between input and reference{_at(ctx)}; no exact DeepLIFT rule applies. "
+                    "Compute the index from a constant, or register a rule for this op."
+                )
+    return evaluate_both(op, args, kwargs)
+
+
+def no_gradient(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Ops whose output carries no gradient (comparisons, arg-max, shape queries)."""
+    with torch.no_grad():
+        return zip_output(
+            op(*side(args, "x"), **side(kwargs, "x")), op(*side(args, "ref"), **side(kwargs, "ref"))
+        )
+
+
+def item(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``operator.getitem`` on an op's tuple of outputs (or on a Pair of sizes)."""
+    container, index = args
+    if isinstance(container, Pair):
+        return Pair(container.x[index], container.ref[index])
+    return container[index]
+
+
+def skip(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run-time assertions of the captured graph (they were checked when the model was captured)."""
+    return None
+
+
+def _at(ctx: RuleContext) -> str:
+    return f" (at {ctx.node_description})" if ctx.node_description else ""

@@ -1,0 +1,104 @@
+"""Products of two input-dependent tensors: the exact two-player Shapley split.
+
+For a bilinear ``z = B(a, b)`` (element-wise product, matrix product, batched matrix product,
+convolution whose weight is itself an activation) the identity::
+
+    B(a, b) - B(a0, b0) = B(a - a0, (b + b0) / 2) + B((a + a0) / 2, b - b0)
+
+gives exact multipliers ``m_a = B(., (b + b0) / 2)`` and ``m_b = B((a + a0) / 2, .)``; for the
+element-wise product ``m_a = (b + b0) / 2`` and ``m_b = (a + a0) / 2`` (DESIGN.md section 1).
+With only one input-dependent factor the op is linear and the Linear rule applies.
+
+Division ``a / b`` with an input-dependent ``b`` is ``a * reciprocal(b)``: Rescale on the
+reciprocal, then the product rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from deltalift.rules.linear import linear
+from deltalift.rules.registry import Pair, RuleContext, is_pair
+
+Tensor = torch.Tensor
+aten = torch.ops.aten
+
+
+class _Product(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Tensor, a_mid: Tensor, b_mid: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(a_mid, b_mid)
+        ctx.shapes = (a.shape, b.shape)
+        return a * b
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        a_mid, b_mid = ctx.saved_tensors
+        a_shape, b_shape = ctx.shapes
+        return (grad * b_mid).sum_to_size(a_shape), (grad * a_mid).sum_to_size(b_shape), None, None
+
+
+def _midpoint(pair: Pair) -> Tensor:
+    return (pair.x.detach() + pair.ref) / 2
+
+
+def multiply(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``aten.mul``: Linear with one input-dependent factor, the Shapley product with two."""
+    a, b = args[0], args[1]
+    if not (is_pair(a) and is_pair(b)):
+        return linear(ctx, op, args, kwargs)
+    out = _Product.apply(a.x, b.x, _midpoint(a), _midpoint(b))
+    with torch.no_grad():
+        ref = a.ref * b.ref
+    return Pair(out, ref)
+
+
+def bilinear_in(first: int, second: int) -> Any:
+    """A rule for an op bilinear in ``args[first]`` and ``args[second]`` (linear in the rest)."""
+
+    def rule(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        a, b = args[first], args[second]
+        if not (is_pair(a) and is_pair(b)):
+            return linear(ctx, op, args, kwargs)
+        return _bilinear_product(op, args, kwargs, first, second)
+
+    return rule
+
+
+def _bilinear_product(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any], first: int, second: int) -> Pair:
+    """Value ``op(a, b)``; gradients ``op(da, b_mid)`` and ``op(a_mid, db)`` through the linearisation
+    ``op(a, b_mid) + op(a_mid, b) - op(a_mid, b_mid)`` (other arguments: their input side)."""
+    a, b = args[first], args[second]
+    a_mid, b_mid = _midpoint(a), _midpoint(b)
+
+    def call(x: Tensor, y: Tensor, which: str, rest_grad: bool = False) -> Tensor:
+        full = list(args)
+        full[first], full[second] = x, y
+        for i, v in enumerate(full):
+            if i not in (first, second) and is_pair(v):
+                value = v.x if which == "x" else v.ref
+                full[i] = value if rest_grad else value.detach()
+        return op(*full, **kwargs)
+
+    linearised = (
+        call(a.x, b_mid, "x", rest_grad=True) + call(a_mid, b.x, "x") - call(a_mid, b_mid, "x").detach()
+    )
+    with torch.no_grad():
+        exact = call(a.x, b.x, "x")
+        ref = call(a.ref, b.ref, "ref")
+    out = linearised + (exact - linearised).detach()
+    return Pair(out, ref)
+
+
+def divide(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``a / b``: Linear when ``b`` is a constant, else ``a * reciprocal(b)``."""
+    if kwargs.get("rounding_mode") is not None:
+        from deltalift.rules.rescale import rescale
+
+        return rescale(ctx, op, args, kwargs)
+    a, b = args[0], args[1]
+    if not is_pair(b):
+        return linear(ctx, op, args, kwargs)
+    return ctx.call(aten.mul.Tensor, a, ctx.call(aten.reciprocal.default, b))

@@ -1,0 +1,151 @@
+"""The Rescale rule (Shrikumar et al. 2017, section 3.5.2) and its two-input Shapley form.
+
+Rescale, for an element-wise ``y = f(x)``::
+
+    m(dx, dy) = (f(x) - f(x0)) / (x - x0)
+
+and, where ``|x - x0| <= eps``, the derivative ``f'(x0)`` at the reference (the original
+implementation's fallback).  Summation-to-delta holds exactly: ``m * dx = dy``.
+
+Two-input element-wise ops ``y = f(a, b)`` where both inputs depend on the explained input
+(``maximum``, ``minimum``, ``pow``, ``atan2``, ...) use the exact two-player Shapley split::
+
+    C(da) = 1/2 [(f(a, b0) - f(a0, b0)) + (f(a, b) - f(a0, b))]
+    C(db) = 1/2 [(f(a0, b) - f(a0, b0)) + (f(a, b) - f(a, b0))]
+
+so that ``C(da) + C(db) = f(a, b) - f(a0, b0)``, with multipliers ``C / d``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch.utils._pytree import tree_map
+
+from deltalift.errors import UnsupportedOperationError
+from deltalift.rules.registry import Pair, RuleContext, is_float_tensor, pairs_in
+
+Tensor = torch.Tensor
+
+
+def derivative_at(fn: Callable[..., Tensor], points: list[Tensor], wrt: int, shape: torch.Size) -> Tensor:
+    """Element-wise partial derivative of ``fn(*points)`` with respect to ``points[wrt]``,
+    evaluated with every point broadcast to the output ``shape``."""
+    with torch.enable_grad():
+        expanded = [p.detach().expand(shape).clone() for p in points]
+        expanded[wrt].requires_grad_(True)
+        out = fn(*expanded)
+        (grad,) = torch.autograd.grad(out.sum(), expanded[wrt], allow_unused=True)
+    return torch.zeros(shape, dtype=out.dtype, device=out.device) if grad is None else grad
+
+
+def secant_multiplier(
+    dy: Tensor, dx: Tensor, eps: float, fallback: Callable[[], Tensor]
+) -> Tensor:
+    """``dy / dx`` where ``|dx| > eps``, else ``fallback()`` (the derivative at the reference)."""
+    far = dx.abs() > eps  # NaN (inf - inf) counts as near: it takes the derivative
+    m = torch.where(far, dy / torch.where(far, dx, torch.ones_like(dx)), torch.zeros_like(dy))
+    if not bool(far.all()):
+        m = torch.where(far, m, fallback())
+    return m
+
+
+class _Rescale(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor], x0: Tensor, y0: Tensor, eps: float) -> Tensor:  # type: ignore[override]
+        y = fn(x)
+        dx = x - x0
+        shape = torch.broadcast_shapes(y.shape, y0.shape)
+        m = secant_multiplier(y - y0, dx, eps, lambda: derivative_at(fn, [x0], 0, shape))
+        ctx.save_for_backward(m)
+        ctx.x_shape = x.shape
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        (m,) = ctx.saved_tensors
+        return (grad * m).sum_to_size(ctx.x_shape), None, None, None, None
+
+
+class _Shapley2(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, a: Tensor, b: Tensor, fn: Callable[[Tensor, Tensor], Tensor], a0: Tensor, b0: Tensor, y0: Tensor, eps: float
+    ) -> Tensor:
+        y = fn(a, b)
+        y_a, y_b = fn(a, b0), fn(a0, b)
+        phi_a = 0.5 * ((y_a - y0) + (y - y_b))
+        phi_b = 0.5 * ((y_b - y0) + (y - y_a))
+        shape = torch.broadcast_shapes(y.shape, y0.shape)
+        m_a = secant_multiplier(phi_a, a - a0, eps, lambda: derivative_at(fn, [a0, b0], 0, shape))
+        m_b = secant_multiplier(phi_b, b - b0, eps, lambda: derivative_at(fn, [a0, b0], 1, shape))
+        ctx.save_for_backward(m_a, m_b)
+        ctx.shapes = (a.shape, b.shape)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        m_a, m_b = ctx.saved_tensors
+        a_shape, b_shape = ctx.shapes
+        return (grad * m_a).sum_to_size(a_shape), (grad * m_b).sum_to_size(b_shape), None, None, None, None, None
+
+
+def _substitute(tree: Any, replacements: dict[int, Any]) -> Any:
+    """Put ``replacements[id(pair)]`` in place of those Pairs; other Pairs take their x side."""
+    return tree_map(
+        lambda v: replacements.get(id(v), v.x) if isinstance(v, Pair) else v,
+        tree,
+        is_leaf=lambda v: isinstance(v, Pair),
+    )
+
+
+def rescale_function(ctx: RuleContext, fn: Callable[[Tensor], Tensor], pair: Pair) -> Pair:
+    """Apply Rescale to an element-wise ``fn`` of one activation."""
+    with torch.no_grad():
+        y0 = fn(pair.ref)
+    return Pair(_Rescale.apply(pair.x, fn, pair.ref.detach(), y0, ctx.eps), y0)
+
+
+def rescale(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Rescale for an element-wise op of one activation; the Shapley split for two."""
+    pairs = [p for p in pairs_in((args, kwargs)) if is_float_tensor(p.x)]
+    if len(pairs) != len(pairs_in((args, kwargs))):
+        raise UnsupportedOperationError(f"{op} receives a non-floating input that depends on the explained input")
+    if len(pairs) == 1:
+        (pair,) = pairs
+
+        def fn(t: Tensor) -> Tensor:
+            return op(*_substitute(args, {id(pair): t}), **_substitute(kwargs, {id(pair): t}))
+
+        return rescale_function(ctx, fn, pair)
+    if len(pairs) == 2:
+        return shapley2_function(ctx, _two_argument_fn(op, args, kwargs, pairs), pairs[0], pairs[1])
+    raise UnsupportedOperationError(f"{op} has {len(pairs)} inputs that depend on the explained input")
+
+
+def _two_argument_fn(op: Any, args: Any, kwargs: Any, pairs: list[Pair]) -> Callable[[Tensor, Tensor], Tensor]:
+    first, second = pairs
+
+    def fn(a: Tensor, b: Tensor) -> Tensor:
+        mapping = {id(first): a, id(second): b}
+        return op(*_substitute(args, mapping), **_substitute(kwargs, mapping))
+
+    return fn
+
+
+def shapley2_function(ctx: RuleContext, fn: Callable[[Tensor, Tensor], Tensor], a: Pair, b: Pair) -> Pair:
+    """Apply the exact two-player Shapley split to an element-wise ``fn(a, b)``."""
+    with torch.no_grad():
+        y0 = fn(a.ref, b.ref)
+    out = _Shapley2.apply(a.x, b.x, fn, a.ref.detach(), b.ref.detach(), y0, ctx.eps)
+    return Pair(out, y0)
+
+
+def first_output_rescale(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Rescale for an element-wise op that returns ``(value, buffer)``, e.g. ``log_sigmoid_forward``."""
+    (pair,) = pairs_in(args)
+    out = rescale_function(ctx, lambda t: op(t, *args[1:], **kwargs)[0], pair)
+    with torch.no_grad():
+        _, buffer = op(pair.ref, *args[1:], **kwargs)
+    return (out, Pair(buffer, buffer))
