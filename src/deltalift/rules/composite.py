@@ -131,21 +131,30 @@ def where(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, An
     if not is_pair(cond) or _equal_sides(cond):
         plain_cond = cond.x if is_pair(cond) else cond
         return linear(ctx, op, (plain_cond, a, b), kwargs)
-    if is_pair(a) and is_pair(b):
+    a_varies = is_pair(a) and not _equal_sides(a)
+    b_varies = is_pair(b) and not _equal_sides(b)
+    if a_varies and b_varies:
         raise UnsupportedOperationError(
             f"{op}: the condition depends on the explained input and differs between input and "
             f"reference while both branches do too{_at(ctx)}; no exact rule. Use a single "
             "element-wise op (torch.relu, F.leaky_relu, torch.maximum, ...) instead."
         )
-    branch = a if is_pair(a) else b
+    if not (a_varies or b_varies):  # both branches are the same for input and reference
+        return linear(ctx, op, (cond, a.x if is_pair(a) else a, b.x if is_pair(b) else b), kwargs)
+    branch = a if a_varies else b
+    other = _one_side(b if a_varies else a)
 
     def select(condition: Tensor, t: Tensor) -> Tensor:
-        return op(condition, t, b) if branch is a else op(condition, a, t)
+        return op(condition, t, other) if a_varies else op(condition, other, t)
 
     with torch.no_grad():
         y0 = select(cond.ref, branch.ref)
     out = _Rescale.apply(branch.x, lambda t: select(cond.x, t), branch.ref.detach(), y0, ctx.eps)
     return Pair(out, y0)
+
+
+def _one_side(value: Any) -> Any:
+    return value.x.detach() if is_pair(value) else value
 
 
 def _equal_sides(pair: Pair) -> bool:

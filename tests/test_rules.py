@@ -1,0 +1,227 @@
+"""Each rule against a hand-worked example or its defining formula."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import deltalift
+from deltalift import DeepLift, MissingRuleError
+from deltalift.rules import RuleRegistry, default_registry, rescale
+
+DTYPE = torch.float64
+
+
+class Lambda(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *xs):
+        return self.fn(*xs)
+
+
+def t(values):
+    return torch.tensor(values, dtype=DTYPE)
+
+
+def attribute(fn, x, baseline=0.0, **kwargs):
+    method_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in ("eps", "maxpool_mode", "multiply_by_inputs", "registry", "strict")}
+    return DeepLift(Lambda(fn).eval(), **method_kwargs).attribute(x, baselines=baseline, return_convergence_delta=True, **kwargs)
+
+
+# --- max pooling -------------------------------------------------------------------------------
+
+
+def pool_sum(x):
+    return F.max_pool1d(x, kernel_size=2, stride=1).sum(-1).flatten(1)
+
+
+def test_maxpool_overlapping_windows_accumulate():
+    """Windows [1, 3] and [3, 2] both pick position 1: it gets 3 + 3 = 6 (last-wins scatter gives 3)."""
+    attr, delta = attribute(pool_sum, t([[[1.0, 3.0, 2.0]]]), t([[[0.0, 0.0, 0.0]]]))
+    torch.testing.assert_close(attr, t([[[0.0, 6.0, 0.0]]]), rtol=0, atol=1e-15)
+    assert delta.abs().max() < 1e-15
+
+
+def test_maxpool_routes_to_reference_argmax_when_reference_is_larger():
+    """max(x) = 1 at 0, max(x0) = 2 at 1: the change -1 goes to position 1 (dx = -2, m = 1/2)."""
+    x, ref = t([[[1.0, 0.0]]]), t([[[0.0, 2.0]]])
+    attr, delta = attribute(pool_sum, x, ref)
+    torch.testing.assert_close(attr, t([[[0.0, -1.0]]]), rtol=0, atol=1e-15)
+    multipliers, _ = attribute(pool_sum, x, ref, multiply_by_inputs=False)
+    torch.testing.assert_close(multipliers, t([[[0.0, 0.5]]]), rtol=0, atol=1e-15)
+
+
+def test_maxpool_gradient_mode_is_the_gradient():
+    """The original package's "gradient" mode: multipliers route to the input's arg-max."""
+    x, ref = t([[[1.0, 0.0]]]), t([[[0.0, 2.0]]])
+    with pytest.warns(deltalift.ConvergenceWarning, match="summation-to-delta fails"):
+        multipliers, delta = attribute(pool_sum, x, ref, maxpool_mode="gradient", multiply_by_inputs=False)
+    torch.testing.assert_close(multipliers, t([[[1.0, 0.0]]]), rtol=0, atol=0)
+    assert delta.item() == pytest.approx(1.0 - (-1.0))  # contributions sum to 1, the change is -1
+
+
+def test_maxpool2d_relu_feeding_pool_keeps_summation():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.MaxPool2d(3, stride=1), nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+    model = model.to(DTYPE).eval()
+    x, ref = torch.randn(3, 2, 8, 8, dtype=DTYPE), torch.randn(1, 2, 8, 8, dtype=DTYPE)
+    attr, delta = DeepLift(model, strict=True).attribute(x, ref, target=1, return_convergence_delta=True)
+    assert delta.abs().max() < 1e-12
+
+
+def test_amax_and_max_dim_route_like_pooling():
+    x, ref = t([[1.0, 3.0, 2.0]]), t([[0.0, 0.0, 4.0]])
+    attr, delta = attribute(lambda v: v.amax(-1, keepdim=True), x, ref)
+    # max(x) = 3 < max(x0) = 4: the change -1 goes to the reference's arg-max (position 2, dx = -2)
+    torch.testing.assert_close(attr, t([[0.0, 0.0, -1.0]]), rtol=0, atol=1e-15)
+    attr2, _ = attribute(lambda v: torch.max(v, dim=1).values[:, None], x, ref)
+    torch.testing.assert_close(attr2, attr, rtol=0, atol=0)
+    attr3, _ = attribute(lambda v: -torch.amin(-v, dim=1, keepdim=True), x, ref)
+    torch.testing.assert_close(attr3, attr, rtol=0, atol=1e-15)
+
+
+# --- Rescale -------------------------------------------------------------------------------------
+
+
+def test_rescale_multiplier_is_the_secant():
+    x, ref = t([[0.5, -2.0, 3.0]]), t([[1.0, 1.0, -1.0]])
+    multipliers, _ = attribute(lambda v: torch.sigmoid(v).sum(1), x, ref, multiply_by_inputs=False)
+    expected = (torch.sigmoid(x) - torch.sigmoid(ref)) / (x - ref)
+    torch.testing.assert_close(multipliers, expected, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("eps, use_derivative", [(1e-7, True), (1e-10, False)])
+def test_eps_switches_to_derivative_at_reference(eps, use_derivative):
+    ref = t([[0.3]])
+    x = ref + 1e-9
+    multipliers, _ = attribute(torch.tanh, x, ref, multiply_by_inputs=False, eps=eps)
+    derivative = 1 - torch.tanh(ref) ** 2
+    secant = (torch.tanh(x) - torch.tanh(ref)) / (x - ref)
+    if use_derivative:
+        assert multipliers.item() == derivative.item()
+    else:
+        assert multipliers.item() == secant.item()
+        assert multipliers.item() != derivative.item()
+
+
+def test_relu_at_equal_input_and_reference_uses_derivative():
+    x = t([[2.0, -2.0]])
+    multipliers, _ = attribute(lambda v: F.relu(v).sum(1), x, x.clone(), multiply_by_inputs=False)
+    torch.testing.assert_close(multipliers, t([[1.0, 0.0]]), rtol=0, atol=0)
+
+
+def test_where_as_relu_equals_relu():
+    x, ref = t([[1.5, -2.0, 0.5]]), t([[-1.0, 1.0, 0.25]])
+    a, _ = attribute(lambda v: torch.where(v > 0, v, torch.zeros_like(v)).sum(1), x, ref)
+    b, _ = attribute(lambda v: F.relu(v).sum(1), x, ref)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-15)
+
+
+def test_maximum_of_two_activations_is_the_shapley_split():
+    """maximum(a, b) at a = 3, b = 1 from (0, 2): f(a,b0)=3, f(a0,b)=1, f(a0,b0)=2, f(a,b)=3."""
+    attr, delta = attribute(lambda v: torch.maximum(v[:, :1], v[:, 1:]), t([[3.0, 1.0]]), t([[0.0, 2.0]]))
+    phi_a = 0.5 * ((3 - 2) + (3 - 1))
+    phi_b = 0.5 * ((1 - 2) + (3 - 3))
+    torch.testing.assert_close(attr, t([[phi_a, phi_b]]), rtol=0, atol=1e-15)
+    assert delta.abs().max() < 1e-15
+
+
+# --- products ------------------------------------------------------------------------------------
+
+
+def test_product_multipliers_are_the_midpoints():
+    x, ref = t([[3.0, 5.0]]), t([[1.0, 2.0]])
+    multipliers, delta = attribute(lambda v: v[:, :1] * v[:, 1:], x, ref, multiply_by_inputs=False)
+    torch.testing.assert_close(multipliers, t([[3.5, 2.0]]), rtol=0, atol=0)
+    attr, _ = attribute(lambda v: v[:, :1] * v[:, 1:], x, ref)
+    assert attr.sum().item() == pytest.approx(15 - 2)
+
+
+def test_matmul_of_two_activations_is_exact():
+    torch.manual_seed(1)
+
+    def attention_scores(v):
+        q, k = v[:, :6].reshape(-1, 2, 3), v[:, 6:].reshape(-1, 3, 2)
+        return (q @ k).flatten(1)
+
+    x, ref = torch.randn(4, 12, dtype=DTYPE), torch.randn(1, 12, dtype=DTYPE)
+    model = Lambda(attention_scores).eval()
+    attr, delta = DeepLift(model, strict=True).attribute(x, ref, target=2, return_convergence_delta=True)
+    assert delta.abs().max() < 1e-13
+    # bilinear split: C_q = dq (k + k0)/2 ; check against the explicit formula
+    q, k = x[:, :6].reshape(-1, 2, 3), x[:, 6:].reshape(-1, 3, 2)
+    q0, k0 = ref[:, :6].reshape(-1, 2, 3), ref[:, 6:].reshape(-1, 3, 2)
+    row, col = divmod(2, 2)
+    c_q = (q - q0)[:, row, :] * ((k + k0) / 2)[:, :, col]
+    torch.testing.assert_close(attr[:, :6].reshape(-1, 2, 3)[:, row, :], c_q, rtol=1e-12, atol=1e-14)
+
+
+def test_division_by_an_activation_keeps_summation():
+    x, ref = t([[2.0, 4.0], [1.0, -3.0]]), t([[1.0, 1.0]])
+    attr, delta = attribute(lambda v: v[:, :1] / (1 + v[:, 1:] ** 2), x, ref)
+    assert delta.abs().max() < 1e-14
+
+
+# --- composites ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda v: torch.softmax(v, -1),
+        lambda v: torch.log_softmax(v * 30, -1),
+        lambda v: torch.logsumexp(v, -1, keepdim=True),
+        lambda v: F.layer_norm(v, (20,)),
+        lambda v: F.group_norm(v.reshape(v.shape[0], 4, 5), 2).flatten(1),
+        lambda v: torch.var(v, -1, keepdim=True),
+        lambda v: F.rms_norm(v, (20,)),
+    ],
+    ids=["softmax", "log_softmax_large_logits", "logsumexp", "layer_norm", "group_norm", "var", "rms_norm"],
+)
+def test_composites_keep_summation_exactly(fn):
+    torch.manual_seed(2)
+    x, ref = torch.randn(3, 20, dtype=DTYPE), torch.randn(1, 20, dtype=DTYPE)
+    target = min(1, fn(x).shape[1] - 1)
+    attr, delta = DeepLift(Lambda(fn).eval(), strict=True).attribute(x, ref, target=target, return_convergence_delta=True)
+    out, out0 = fn(x)[:, target], fn(ref)[:, target]
+    torch.testing.assert_close(attr.sum(1), out - out0, rtol=1e-10, atol=1e-12)
+    assert delta.abs().max() < 1e-12
+
+
+def test_softmax_shift_does_not_change_contributions():
+    """exp(x - c) / sum exp(x - c) with a shared constant c equals the unshifted composition."""
+    x, ref = t([[0.5, -1.0, 2.0]]), t([[0.0, 0.0, 0.0]])
+    attr, _ = attribute(lambda v: torch.softmax(v, -1), x, ref, target=2)
+    # unshifted composition by hand: a = exp(x), s = sum(a), r = 1/s, y = a_2 * r
+    a, a0 = x.exp(), ref.exp()
+    s, s0 = a.sum(), a0.sum()
+    r, r0 = 1 / s, 1 / s0
+    m_r = (r - r0) / (s - s0)
+    c_via_a = (r + r0) / 2 * (a[0, 2] - a0[0, 2])  # product rule, player a_2
+    m_a_through_r = (a[0, 2] + a0[0, 2]) / 2 * m_r  # player r, back through the sum
+    m_exp = (a - a0) / (x - ref)
+    expected = m_a_through_r * m_exp * (x - ref)
+    expected[0, 2] += c_via_a
+    torch.testing.assert_close(attr, expected, rtol=1e-12, atol=1e-14)
+
+
+# --- registry ------------------------------------------------------------------------------------
+
+
+def test_op_without_rule_raises_and_names_the_op():
+    with pytest.raises(MissingRuleError, match=r"aten\.i0.*register_rule"):
+        attribute(lambda v: torch.special.i0(v).sum(1), t([[0.5, 1.0]]))
+
+
+def test_registering_a_rule_makes_the_op_work():
+    registry: RuleRegistry = default_registry.copy()
+    deltalift.register_rule(torch.ops.aten.i0, rescale, registry=registry)
+    x = t([[0.5, 1.0]])
+    attr, delta = attribute(lambda v: torch.special.i0(v).sum(1), x, registry=registry)
+    torch.testing.assert_close(attr, torch.special.i0(x) - 1.0, rtol=1e-14, atol=0)
+    assert delta.abs().max() < 1e-14
+    assert torch.ops.aten.i0 not in default_registry
