@@ -83,7 +83,7 @@ def layer_norm(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[st
         out = ctx.call(aten.mul.Tensor, out, weight)
     if bias is not None:
         out = ctx.call(aten.add.Tensor, out, bias)
-    return out, mean, rstd
+    return _contiguous(out), mean, rstd
 
 
 def group_norm(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -100,7 +100,14 @@ def group_norm(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[st
         out = ctx.call(aten.mul.Tensor, out, weight.reshape(affine_shape))
     if bias is not None:
         out = ctx.call(aten.add.Tensor, out, bias.reshape(affine_shape))
-    return out, ctx.call(aten.squeeze.dim, mean, -1), ctx.call(aten.squeeze.dim, rstd, -1)
+    return _contiguous(out), ctx.call(aten.squeeze.dim, mean, -1), ctx.call(aten.squeeze.dim, rstd, -1)
+
+
+def _contiguous(pair: Pair) -> Pair:
+    """Contiguous like the native norm kernels' outputs: the captured graph may ``view`` them
+    (e.g. ``F.linear`` after a LayerNorm on a permuted tensor, as in ConvNeXt), and the
+    element-wise composition keeps the strides of a permuted input."""
+    return Pair(pair.x.contiguous(), pair.ref.contiguous())
 
 
 def variance(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -15,17 +15,55 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.utils._pytree import tree_map
 
 from deltalift.errors import UnsupportedOperationError
 from deltalift.rules.registry import Pair, RuleContext, pairs_in, side, zip_output
 
 
 def evaluate_both(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Evaluate ``op`` on the input side (with autograd) and on the reference side (without)."""
+    """Evaluate ``op`` on the input side (with autograd) and on the reference side (without).
+
+    A reference shared by the batch is evaluated at batch size one.  Where the op cannot keep it
+    so (a reshape that folds the batch into another dimension, as multi-head attention and
+    ``F.linear`` on 3-D or 4-D inputs do, or a reshape back of such a folded value), the
+    reference side is evaluated again with every reference expanded to its input's shape and
+    with the input side's sizes, so that it broadcasts against the input side from then on.
+    """
     x_out = op(*side(args, "x"), **side(kwargs, "x"))
     with torch.no_grad():
-        ref_out = op(*side(args, "ref"), **side(kwargs, "ref"))
+        try:
+            ref_out = op(*side(args, "ref"), **side(kwargs, "ref"))
+        except RuntimeError:
+            ref_out = None
+        if ref_out is None or not _broadcasts_to(ref_out, x_out):
+            ref_out = op(*_expanded_reference_side(args), **_expanded_reference_side(kwargs))
     return zip_output(x_out, ref_out)
+
+
+def _broadcasts_to(ref_out: Any, x_out: Any) -> bool:
+    """Whether every tensor of the reference output broadcasts to the input side's tensor."""
+    if isinstance(x_out, (tuple, list)):
+        return isinstance(ref_out, (tuple, list)) and all(_broadcasts_to(r, x) for r, x in zip(ref_out, x_out))
+    if isinstance(x_out, torch.Tensor) and isinstance(ref_out, torch.Tensor):
+        try:
+            return torch.broadcast_shapes(ref_out.shape, x_out.shape) == x_out.shape
+        except RuntimeError:
+            return False
+    return True
+
+
+def _expanded_reference_side(tree: Any) -> Any:
+    """The reference side with tensors expanded to the input side's shape and sizes taken from it."""
+
+    def expand(value: Any) -> Any:
+        if not isinstance(value, Pair):
+            return value
+        if isinstance(value.x, torch.Tensor) and isinstance(value.ref, torch.Tensor):
+            return torch.empty_like(value.x).copy_(value.ref.expand_as(value.x))  # the input's strides
+        return value.x
+
+    return tree_map(expand, tree, is_leaf=lambda v: isinstance(v, Pair))
 
 
 def _same_on_both_sides(pair: Pair) -> bool:

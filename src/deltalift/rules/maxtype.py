@@ -22,6 +22,7 @@ from typing import Any, Callable
 import torch
 
 from deltalift.rules.registry import Pair, RuleContext, pairs_in
+from deltalift.rules.rescale import all_far
 
 Tensor = torch.Tensor
 ReduceFn = Callable[[Tensor], tuple[Tensor, Tensor]]
@@ -38,6 +39,7 @@ class _RouteMax(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor]:
         y, idx = reduce_fn(x)
         ctx.mark_non_differentiable(idx)
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(x, x0, y, y0, idx, idx0)
         ctx.plane_dims, ctx.eps, ctx.mode = plane_dims, eps, mode
         return y, idx
@@ -49,15 +51,19 @@ class _RouteMax(torch.autograd.Function):
         planes = x.flatten(p)
         g = grad.flatten(p)
         idx_flat = idx.flatten(p)
-        plain = torch.zeros_like(planes).scatter_add_(p, idx_flat, g)
+
+        def plain() -> Tensor:  # the ordinary gradient: g routed to the input's arg-max
+            return torch.zeros_like(planes).scatter_add_(p, idx_flat, g)
+
         if ctx.mode == "gradient":
-            return plain.view(x.shape), None, None, None, None, None, None, None
+            return plain().view(x.shape), None, None, None, None, None, None, None
         y_flat, y0_flat = y.flatten(p), y0.expand_as(y).flatten(p)
         winner = torch.where(y_flat >= y0_flat, idx_flat, idx0.expand_as(idx).flatten(p))
         routed = torch.zeros_like(planes).scatter_add_(p, winner, g * (y_flat - y0_flat))
         dx = planes - x0.expand_as(x).flatten(p)
-        far = dx.abs() > ctx.eps
-        m = torch.where(far, routed / torch.where(far, dx, torch.ones_like(dx)), plain)
+        m = routed.div_(dx)
+        if not all_far(dx, ctx.eps):
+            m = torch.where(dx.abs() > ctx.eps, m, plain())
         return m.view(x.shape), None, None, None, None, None, None, None
 
 

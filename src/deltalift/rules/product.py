@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from deltalift.rules.linear import linear
-from deltalift.rules.registry import Pair, RuleContext, is_pair
+from deltalift.rules.registry import Pair, RuleContext, is_pair, pairs_in
 
 Tensor = torch.Tensor
 aten = torch.ops.aten
@@ -55,16 +55,34 @@ def multiply(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str,
     return Pair(out, ref)
 
 
-def bilinear_in(first: int, second: int) -> Any:
-    """A rule for an op bilinear in ``args[first]`` and ``args[second]`` (linear in the rest)."""
+def bilinear_in(first: int, second: int, rows_independent: bool = False) -> Any:
+    """A rule for an op bilinear in ``args[first]`` and ``args[second]`` (linear in the rest).
+
+    ``rows_independent``: the op treats the rows (dim 0) of ``args[first]`` independently
+    (matrix products, batched convolution), so when only that argument depends on the input,
+    input and reference go through one call, stacked along dim 0 (the weight is read once).
+    """
 
     def rule(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         a, b = args[first], args[second]
-        if not (is_pair(a) and is_pair(b)):
-            return linear(ctx, op, args, kwargs)
-        return _bilinear_product(op, args, kwargs, first, second)
+        if is_pair(a) and is_pair(b):
+            return _bilinear_product(op, args, kwargs, first, second)
+        if rows_independent and is_pair(a) and len(pairs_in((args, kwargs))) == 1:
+            if a.x.ndim == getattr(b, "ndim", a.x.ndim):  # a batched convolution, or a matrix product
+                return _stacked_rows(op, args, kwargs, first)
+        return linear(ctx, op, args, kwargs)
 
     return rule
+
+
+def _stacked_rows(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any], position: int) -> Pair:
+    """Evaluate a row-wise linear op once on ``cat([x, ref])`` and split the rows again."""
+    pair = args[position]
+    rows = pair.x.shape[0]
+    stacked = list(args)
+    stacked[position] = torch.cat([pair.x, pair.ref.detach()])
+    out = op(*stacked, **kwargs)
+    return Pair(out[:rows], out[rows:].detach())
 
 
 def _bilinear_product(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any], first: int, second: int) -> Pair:

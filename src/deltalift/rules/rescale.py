@@ -40,24 +40,31 @@ def derivative_at(fn: Callable[..., Tensor], points: list[Tensor], wrt: int, sha
     return torch.zeros(shape, dtype=out.dtype, device=out.device) if grad is None else grad
 
 
-def secant_multiplier(
-    dy: Tensor, dx: Tensor, eps: float, fallback: Callable[[], Tensor]
-) -> Tensor:
-    """``dy / dx`` where ``|dx| > eps``, else ``fallback()`` (the derivative at the reference)."""
-    far = dx.abs() > eps  # NaN (inf - inf) counts as near: it takes the derivative
-    m = torch.where(far, dy / torch.where(far, dx, torch.ones_like(dx)), torch.zeros_like(dy))
-    if not bool(far.all()):
-        m = torch.where(far, m, fallback())
-    return m
+def secant_multiplier(dy: Tensor, dx: Tensor, eps: float, fallback: Callable[[], Tensor]) -> Tensor:
+    """``dy / dx`` where ``|dx| > eps``, else ``fallback()`` (the derivative at the reference).
+
+    ``dy`` is a fresh tensor and is overwritten (this runs on every nonlinearity, so it avoids
+    allocations): the common case costs a division and one reduction.  NaN
+    differences (``inf - inf``, e.g. masked attention logits) count as near and take the
+    derivative.
+    """
+    m = dy.div_(dx) if dy.shape == torch.broadcast_shapes(dy.shape, dx.shape) else dy / dx
+    if all_far(dx, eps):
+        return m
+    return torch.where(dx.abs() > eps, m, fallback())
+
+
+def all_far(dx: Tensor, eps: float) -> bool:
+    """Whether every ``|dx| > eps`` (one reduction pass: the minimum absolute value; NaN -> False)."""
+    return dx.numel() > 0 and bool(torch.linalg.vector_norm(dx, ord=float("-inf")) > eps)
 
 
 class _Rescale(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor], x0: Tensor, y0: Tensor, eps: float) -> Tensor:  # type: ignore[override]
         y = fn(x)
-        dx = x - x0
         shape = torch.broadcast_shapes(y.shape, y0.shape)
-        m = secant_multiplier(y - y0, dx, eps, lambda: derivative_at(fn, [x0], 0, shape))
+        m = secant_multiplier(y - y0, x - x0, eps, lambda: derivative_at(fn, [x0], 0, shape))
         ctx.save_for_backward(m)
         ctx.x_shape = x.shape
         return y
