@@ -38,6 +38,7 @@ class CapturedProgram:
     constants: dict[str, Any]
     batch_dynamic: bool
     free_after: dict[torch.fx.Node, list[torch.fx.Node]] = field(default_factory=dict)
+    plans: dict[Any, Any] = field(default_factory=dict)  # engine.Plan per rule choice
 
     def __post_init__(self) -> None:
         self.free_after = _last_uses(self.graph)

@@ -53,6 +53,9 @@ def positive_int(text: str) -> int:
 def _add_common(parser: argparse.ArgumentParser, out_help: str) -> None:
     parser.add_argument("--out", type=Path, default=Path("deltalift-output"), metavar="DIR", help=out_help)
     parser.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    parser.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback when the command fails"
+    )
 
 
 def _demo_parser(commands: Any) -> None:
@@ -79,7 +82,7 @@ def _explain_parser(commands: Any) -> None:
     explain = commands.add_parser(
         "explain",
         help="explain a saved model on an inputs file",
-        description="Compute DeepLIFT attributions of a saved model's output for each example of an inputs file.",
+        description="Compute DeepLIFT attributions of a saved model's output for each example\nof an inputs file.",
         epilog=EXPLAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -387,7 +387,7 @@ def load_inputs(path: str | Path, model: nn.Module, device: str = "cpu") -> Tens
         raise InputFileError(f"{path} holds a single number; inputs need a leading batch axis, shape (N, ...)")
     if inputs.is_complex() or inputs.dtype == torch.bool:
         raise InputFileError(f"{path} holds {inputs.dtype} values; inputs must be real numbers")
-    if not torch.isfinite(inputs.double()).all():
+    if inputs.is_floating_point() and not torch.isfinite(inputs).all():
         raise InputFileError(f"{path} contains NaN or infinite values")
     return inputs.to(device=device, dtype=_model_dtype(model))
 
@@ -418,7 +418,10 @@ def output_size(model: nn.Module, batch: Tensor) -> int:
         except Exception as exc:
             hint = ""
             if "Guard failed" in str(exc):
-                hint = " (an exported program only takes the shapes it was exported for: export it with a dynamic batch, or pass --batch-size)"
+                hint = (
+                    " (an exported program only takes the shapes it was exported for: "
+                    "export it with a dynamic batch, or pass --batch-size)"
+                )
             raise InputFileError(
                 f"the model fails on inputs of shape {tuple(batch.shape)}: {_first_line(exc)}{hint}"
             ) from exc

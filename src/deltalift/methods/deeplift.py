@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from deltalift.capture import as_module, capture
-from deltalift.engine import pair_inputs, run_graph
+from deltalift.engine import RULE_CHOICES, make_plan, pair_inputs, run_graph
 from deltalift.errors import ConvergenceError, ConvergenceWarning
 from deltalift.inputs import (
     BaselineType,
@@ -60,6 +60,14 @@ class DeepLift:
         Relative tolerance of that check (default per dtype: 1e-4 float32, 1e-6 float64).
     registry:
         Rules to use (default: the global registry, extended with ``register_rule``).
+    rule:
+        The rule of nonlinearities fed by a dense or convolution layer: ``"rescale"``
+        (default), ``"reveal_cancel"``, or ``"genomics_default"`` (RevealCancel after dense
+        layers, Rescale after convolutions, as the original package).  Nonlinearities in any
+        other position always use Rescale.
+    rule_overrides:
+        ``{module path or graph node name: "rescale" | "reveal_cancel"}``; a module's entry
+        applies to the nonlinearities inside it, and wins over ``rule``.
     """
 
     def __init__(
@@ -72,6 +80,8 @@ class DeepLift:
         strict: bool = False,
         tolerance: float | None = None,
         registry: RuleRegistry | None = None,
+        rule: str = "rescale",
+        rule_overrides: dict[str, str] | None = None,
     ) -> None:
         if eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
@@ -85,6 +95,10 @@ class DeepLift:
         self.strict = strict
         self.tolerance = tolerance
         self.registry = registry or default_registry
+        if rule not in RULE_CHOICES:
+            raise ValueError(f"rule must be one of {RULE_CHOICES}, got {rule!r}")
+        self.rule = rule
+        self.rule_overrides = dict(rule_overrides or {})
 
     @property
     def multiplies_by_inputs(self) -> bool:
@@ -148,8 +162,9 @@ class DeepLift:
             references = tuple(r.expand_as(x) for r, x in zip(references, inputs))
         pairs = pair_inputs(inputs, references)
         ctx = RuleContext(eps=self.eps, maxpool_mode=self.maxpool_mode, registry=self.registry)
+        plan = make_plan(program, len(inputs), self.rule, self.rule_overrides, ctx)
         with torch.enable_grad():
-            outputs = run_graph(program, module, list(pairs) + list(extra), ctx)
+            outputs = run_graph(program, module, list(pairs) + list(extra), ctx, plan)
             output = _single_output(outputs)
             t = select_target(output.x, target, batch)
             t0 = select_target(output.ref.expand_as(output.x), target, batch, "model output for the reference")

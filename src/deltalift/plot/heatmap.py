@@ -60,7 +60,8 @@ def _channels_last(array: np.ndarray, what: str) -> np.ndarray:
     if array.ndim == 4 and array.shape[-1] in (1, 3):
         return array
     raise ValueError(
-        f"{what} has shape {array.shape}; expected a batch of images (N, H, W), (N, C, H, W) or (N, H, W, C) with C = 1 or 3"
+        f"{what} has shape {array.shape}; expected a batch of images "
+        "(N, H, W), (N, C, H, W) or (N, H, W, C) with C = 1 or 3"
     )
 
 
