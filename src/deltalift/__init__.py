@@ -17,13 +17,15 @@ from deltalift.errors import (
     MissingRuleError,
     UnsupportedOperationError,
 )
-from deltalift.methods import DeepLift
+from deltalift.methods import DeepLift, LayerDeepLift, NeuronDeepLift
 from deltalift.rules import register_rule
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DeepLift",
+    "LayerDeepLift",
+    "NeuronDeepLift",
     "register_rule",
     "rules",
     "clear_cache",

@@ -11,7 +11,7 @@ constant masks) are evaluated once, without a rule.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -82,7 +82,7 @@ def make_plan(
         return program.plans[key]
     plan = Plan(free_after={k: list(v) for k, v in program.free_after.items()})
     program.plans[key] = plan
-    dependent = _input_dependent(program, n_explained)
+    dependent = input_dependent(program, n_explained)
     order = {node: i for i, node in enumerate(program.graph.nodes)}
 
     def is_constant(arg: Any) -> bool:
@@ -128,7 +128,7 @@ def _keep_until(plan: Plan, weighted: WeightedInput, node: torch.fx.Node, order:
                 plan.free_after.setdefault(node, []).append(value)
 
 
-def _input_dependent(program: CapturedProgram, n_explained: int) -> set[torch.fx.Node]:
+def input_dependent(program: CapturedProgram, n_explained: int) -> set[torch.fx.Node]:
     dependent: set[torch.fx.Node] = set()
     placeholders = [n for n in program.graph.nodes if n.op == "placeholder"]
     for node, (kind, key) in zip(placeholders, program.placeholders):
@@ -146,10 +146,16 @@ def run_graph(
     user_args: Sequence[Any],
     ctx: RuleContext,
     plan: Plan | None = None,
+    tap: tuple[torch.fx.Node, Callable[[Any], Any]] | None = None,
+    until: torch.fx.Node | None = None,
 ) -> Any:
     """Evaluate the captured graph; ``user_args`` holds Pairs for the explained inputs and plain
     values for additional arguments.  Returns the model's user output(s), Pairs where they
-    depend on the explained inputs."""
+    depend on the explained inputs.
+
+    ``tap = (node, fn)`` replaces that node's value by ``fn(value)`` (e.g. a fresh leaf, to read
+    multipliers at a layer); ``until`` stops the walk at that node and returns its value.
+    """
     plan = plan or Plan(free_after=program.free_after)
     env: dict[torch.fx.Node, Any] = {}
     placeholder_index = 0
@@ -171,6 +177,10 @@ def run_graph(
                 env[node] = _reveal_cancel(ctx, node, plan.reveal_cancel[node], env, args, kwargs)
             else:
                 env[node] = _call(ctx, node, args, kwargs)
+            if tap is not None and node is tap[0]:
+                env[node] = tap[1](env[node])
+            if node is until:
+                return env[node]
         elif node.op == "output":
             outputs = map_arg(node.args[0], env.__getitem__)
             result = [outputs[i] for i in program.user_output_positions]

@@ -1,5 +1,6 @@
 """Attribution methods, one small class each, with Captum's interface."""
 
 from deltalift.methods.deeplift import DeepLift
+from deltalift.methods.layer_deeplift import LayerDeepLift, NeuronDeepLift
 
-__all__ = ["DeepLift"]
+__all__ = ["DeepLift", "LayerDeepLift", "NeuronDeepLift"]

@@ -8,7 +8,10 @@ checked for every example.
 
 from __future__ import annotations
 
+import inspect
 import warnings
+import weakref
+from dataclasses import dataclass
 from typing import Any, Callable, Union
 
 import torch
@@ -27,6 +30,7 @@ from deltalift.inputs import (
     check_model,
     select_target,
 )
+from deltalift.layers import find_layer
 from deltalift.rules.registry import Pair, RuleContext, RuleRegistry, default_registry
 
 Tensor = torch.Tensor
@@ -68,6 +72,11 @@ class DeepLift:
     rule_overrides:
         ``{module path or graph node name: "rescale" | "reveal_cancel"}``; a module's entry
         applies to the nonlinearities inside it, and wins over ``rule``.
+    softmax_adjustment:
+        Explain ``c_i - mean_j c_j`` instead of the output ``c_i`` (the seeds' adjustment for
+        softmax outputs, applied to the logits): ``C'(dx, dc_i) = C(dx, dc_i) - 1/n sum_j
+        C(dx, dc_j)``.  It equals explaining logits whose final weights and biases are
+        mean-normalised across the ``n`` classes.
     """
 
     def __init__(
@@ -82,6 +91,7 @@ class DeepLift:
         registry: RuleRegistry | None = None,
         rule: str = "rescale",
         rule_overrides: dict[str, str] | None = None,
+        softmax_adjustment: bool = False,
     ) -> None:
         if eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
@@ -99,6 +109,7 @@ class DeepLift:
             raise ValueError(f"rule must be one of {RULE_CHOICES}, got {rule!r}")
         self.rule = rule
         self.rule_overrides = dict(rule_overrides or {})
+        self.softmax_adjustment = softmax_adjustment
 
     @property
     def multiplies_by_inputs(self) -> bool:
@@ -111,9 +122,10 @@ class DeepLift:
         self,
         inputs: TensorOrTuple,
         baselines: BaselineType = None,
-        target: TargetType = None,
+        target: TargetType | Callable[[Tensor], Tensor] = None,
         additional_forward_args: Any = None,
         return_convergence_delta: bool = False,
+        custom_attribution_func: Callable[..., tuple[Tensor, ...]] | None = None,
     ) -> Any:
         """Attribute ``target`` of ``model(*inputs, *additional_forward_args)`` to ``inputs``.
 
@@ -125,59 +137,110 @@ class DeepLift:
             References: ``None`` (zeros), a number, or a tensor per input that broadcasts to
             it: one reference for the whole batch (``(...)`` or ``(1, ...)``) or one per example.
         target:
-            An int, one int per example (list or tensor), or ``None`` for a model with a
-            single output per example.
+            An int, one int per example (list or tensor), ``None`` for a model with a single
+            output per example, or a callable mapping the model's output to one value per
+            example (it is captured with the model, so its own ops get exact rules too).
         additional_forward_args:
             Further arguments of the model, not explained (a value or a tuple).
         return_convergence_delta:
             Also return ``sum_i C_i - (t(x) - t(x0))`` per example.
+        custom_attribution_func:
+            As Captum: called with ``(multipliers,)``, ``(multipliers, inputs)`` or
+            ``(multipliers, inputs, baselines)`` (tuples; chosen by the function's arity) and
+            returning the attributions, e.g. hypothetical contributions.
 
         Returns
         -------
         Attributions shaped like ``inputs`` (a tuple when a tuple was given), and the per-example
         convergence delta when asked.
         """
-        tensors, given_tuple = check_inputs(inputs)
-        extra = as_tuple(additional_forward_args)
-        module = self._module
-        check_model(module, tensors)
-        references, shared = check_baselines(baselines, tensors)
-        multipliers, contributions, delta = self._explain(module, tensors, references, shared, target, extra)
-        result = contributions if self._multiply_by_inputs else multipliers
-        out: Attribution = result if given_tuple else result[0]
+        walk = self._walk(inputs, baselines, target, additional_forward_args)
+        with torch.enable_grad():
+            t, t0 = self._targets(walk.output, target, walk.batch)
+            grads = torch.autograd.grad(t.sum(), [p.x for p in walk.pairs], allow_unused=True)
+        multipliers = tuple(torch.zeros_like(p.x) if g is None else g.detach() for g, p in zip(grads, walk.pairs))
+        differences = tuple(p.x.detach() - p.ref for p in walk.pairs)
+        contributions = tuple(m * d for m, d in zip(multipliers, differences))
+        delta = self._check_summation(contributions, t.detach(), t0.detach())
+        result = self._combine(multipliers, contributions, walk.pairs, custom_attribution_func)
+        out: Attribution = result if walk.given_tuple else result[0]
         return (out, delta) if return_convergence_delta else out
 
-    def _explain(
+    def _walk(
         self,
-        module: nn.Module,
-        inputs: tuple[Tensor, ...],
-        references: tuple[Tensor, ...],
-        shared: bool,
-        target: TargetType,
-        extra: tuple[Any, ...],
-    ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...], Tensor]:
-        batch = inputs[0].shape[0]
-        program = capture(module, inputs + extra, batch)
-        if shared and (not program.batch_dynamic or _has_batched_tensor(extra, batch)):
-            references = tuple(r.expand_as(x) for r, x in zip(references, inputs))
-        pairs = pair_inputs(inputs, references)
-        ctx = RuleContext(eps=self.eps, maxpool_mode=self.maxpool_mode, registry=self.registry)
-        plan = make_plan(program, len(inputs), self.rule, self.rule_overrides, ctx)
-        with torch.enable_grad():
-            outputs = run_graph(program, module, list(pairs) + list(extra), ctx, plan)
-            output = _single_output(outputs)
-            t = select_target(output.x, target, batch)
-            t0 = select_target(output.ref.expand_as(output.x), target, batch, "model output for the reference")
-            _check_finite(t, t0)
-            grads = torch.autograd.grad(t.sum(), [p.x for p in pairs], allow_unused=True)
-        multipliers = tuple(
-            torch.zeros_like(p.x) if g is None else g.detach() for g, p in zip(grads, pairs)
-        )
-        contributions = tuple(m * (p.x.detach() - p.ref) for m, p in zip(multipliers, pairs))
-        delta = self._check_summation(contributions, t.detach(), t0.detach())
-        return multipliers, contributions, delta
+        inputs: TensorOrTuple,
+        baselines: BaselineType,
+        target: Any,
+        additional_forward_args: Any,
+        layer: Any = None,
+        layer_input: bool = False,
+        stop_at_layer: bool = False,
+    ) -> "_Walk":
+        """Check the arguments, capture the model and walk its graph for input and reference.
 
-    def _check_summation(self, contributions: tuple[Tensor, ...], t: Tensor, t0: Tensor) -> Tensor:
+        With ``layer``, the layer's activation Pair is recorded (its input side made a fresh
+        leaf, unless ``stop_at_layer``, in which case the walk ends there)."""
+        tensors, given_tuple = check_inputs(inputs)
+        extra = as_tuple(additional_forward_args)
+        module = _with_target(self._module, target)
+        check_model(module, tensors)
+        references, shared = check_baselines(baselines, tensors)
+        batch = tensors[0].shape[0]
+        program = capture(module, tensors + extra, batch)
+        if shared and (not program.batch_dynamic or _has_batched_tensor(extra, batch)):
+            references = tuple(r.expand_as(x) for r, x in zip(references, tensors))
+        pairs = pair_inputs(tensors, references)
+        ctx = RuleContext(eps=self.eps, maxpool_mode=self.maxpool_mode, registry=self.registry)
+        plan = make_plan(program, len(tensors), self.rule, self.rule_overrides, ctx)
+        walk = _Walk(pairs=pairs, given_tuple=given_tuple, batch=batch)
+        tap = until = None
+        if layer is not None:
+            node = find_layer(program, module, _layer_in(module, layer), len(tensors), layer_input)
+            if stop_at_layer:
+                until = node
+            else:
+                tap = (node, walk.record_layer)
+        with torch.enable_grad():
+            result = run_graph(program, module, list(pairs) + list(extra), ctx, plan, tap=tap, until=until)
+        walk.output = result if until is not None else _single_output(result)
+        return walk
+
+    def _targets(self, output: Any, target: Any, batch: int) -> tuple[Tensor, Tensor]:
+        """``t(x)`` and ``t(x0)`` per example (a callable target is already part of the graph)."""
+        if not isinstance(output, Pair) or not isinstance(output.x, Tensor):
+            raise ValueError("the model's output does not depend on the explained inputs")
+        selected = None if callable(target) and not isinstance(target, Tensor) else target
+        reference = output.ref.expand_as(output.x)
+        if self.softmax_adjustment:
+            centred = Pair(output.x - output.x.mean(1, keepdim=True), reference - reference.mean(1, keepdim=True))
+            output, reference = centred, centred.ref
+        t = select_target(output.x, selected, batch)
+        t0 = select_target(reference, selected, batch, "model output for the reference")
+        _check_finite(t, t0)
+        return t, t0
+
+    def _combine(
+        self,
+        multipliers: tuple[Tensor, ...],
+        contributions: tuple[Tensor, ...],
+        pairs: list[Pair],
+        custom: Callable[..., tuple[Tensor, ...]] | None,
+    ) -> tuple[Tensor, ...]:
+        if custom is None:
+            return contributions if self._multiply_by_inputs else multipliers
+        inputs = tuple(p.x.detach() for p in pairs)
+        references = tuple(p.ref.expand_as(p.x) for p in pairs)
+        arity = len(inspect.signature(custom).parameters)
+        given = {1: (multipliers,), 2: (multipliers, inputs), 3: (multipliers, inputs, references)}
+        if arity not in given:
+            raise TypeError(f"custom_attribution_func must take 1, 2 or 3 arguments, it takes {arity}")
+        result = custom(*given[arity])
+        result = as_tuple(result)
+        if len(result) != len(multipliers) or any(r.shape != m.shape for r, m in zip(result, multipliers)):
+            raise ValueError("custom_attribution_func must return one tensor per input, shaped like it")
+        return tuple(result)
+
+    def _check_summation(self, contributions: tuple[Tensor, ...], t: Tensor, t0: Tensor, warn: bool = True) -> Tensor:
         total = sum(c.flatten(1).sum(1) for c in contributions)
         magnitude = sum(c.flatten(1).abs().sum(1) for c in contributions)
         delta = total - (t - t0)
@@ -185,7 +248,7 @@ class DeepLift:
         scale = magnitude + t.abs() + t0.abs() + torch.finfo(t.dtype).tiny
         relative = delta.abs() / scale
         worst = int(relative.argmax())
-        if float(relative[worst]) > tolerance:
+        if warn and float(relative[worst]) > tolerance:
             message = (
                 f"summation-to-delta fails for example {worst}: contributions sum to "
                 f"{float(total[worst]):.6g} but t(x) - t(x0) = {float((t - t0)[worst]):.6g} "
@@ -215,6 +278,57 @@ class DeepLift:
             t_start = select_target(self.model(*(s.expand_as(e) for s, e in zip(starts, ends)), *extra), target, batch)
         total = sum(a.flatten(1).sum(1) for a in as_tuple(attributions))
         return total - (t_end - t_start)
+
+
+@dataclass
+class _Walk:
+    """One walk over the graph: the explained inputs, the output and a recorded layer."""
+
+    pairs: list[Pair]
+    given_tuple: bool
+    batch: int
+    output: Any = None
+    layer: Pair | None = None
+
+    def record_layer(self, value: Any) -> Any:
+        if not isinstance(value, Pair) or not isinstance(value.x, Tensor) or not value.x.is_floating_point():
+            raise ValueError("the chosen layer's activation is not one floating tensor that depends on the inputs")
+        self.layer = Pair(value.x.detach().requires_grad_(True), value.ref)
+        return self.layer
+
+
+class _TargetModule(nn.Module):
+    """``target_fn(model(*args))``: a callable target captured together with the model."""
+
+    def __init__(self, model: nn.Module, target_fn: Callable[[Tensor], Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.target_fn = target_fn
+
+    def forward(self, *args: Any) -> Tensor:
+        out = self.target_fn(self.model(*args))
+        return out[:, None] if isinstance(out, Tensor) and out.ndim == 1 else out
+
+
+_target_modules: "weakref.WeakKeyDictionary[nn.Module, dict[Any, _TargetModule]]" = weakref.WeakKeyDictionary()
+
+
+def _with_target(module: nn.Module, target: Any) -> nn.Module:
+    """The module to capture: the model, or the model followed by a callable target."""
+    if not callable(target) or isinstance(target, Tensor):
+        return module
+    per_model = _target_modules.setdefault(module, {})
+    if target not in per_model:
+        per_model[target] = _TargetModule(module, target)
+    return per_model[target]
+
+
+def _layer_in(module: nn.Module, layer: Any) -> Any:
+    """Module paths are relative to the user's model, also when a target wrapper is captured."""
+    if isinstance(module, _TargetModule) and isinstance(layer, str):
+        if f"model.{layer}" in dict(module.named_modules()):
+            return f"model.{layer}"
+    return layer
 
 
 def _single_output(outputs: list[Any]) -> Pair:

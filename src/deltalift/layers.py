@@ -1,0 +1,82 @@
+"""Finding a layer's activation in the captured graph, by module or by graph node name.
+
+A module's *call site* is one entry of ``torch.export``'s ``nn_module_stack`` metadata (a module
+used twice has two call sites, the second suffixed ``@1``).  Its output is the value that leaves
+the call site; its input, the one activation that enters it.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+from torch import nn
+
+from deltalift.capture import CapturedProgram
+from deltalift.engine import input_dependent
+
+LayerType = Union[nn.Module, str]
+
+
+def find_layer(
+    program: CapturedProgram, model: nn.Module, layer: LayerType, n_explained: int, use_input: bool = False
+) -> torch.fx.Node:
+    """The graph node holding ``layer``'s output (or input) activation.
+
+    ``layer`` is a module of ``model``, a module path (``"features.3"``) or a graph node name
+    (``"relu_2"``, as in the errors and in ``torch.export``'s printout).
+    """
+    dependent = input_dependent(program, n_explained)
+    nodes = {node.name: node for node in program.graph.nodes}
+    if isinstance(layer, str) and layer in nodes:
+        node = nodes[layer]
+        return _single(_entering([node], dependent), f"graph node {layer}", "inputs") if use_input else node
+    paths = _paths(model, layer)
+    sites: dict[str, list[torch.fx.Node]] = {}
+    for node in program.graph.nodes:
+        for key, (path, _) in node.meta.get("nn_module_stack", {}).items():
+            if path in paths:
+                sites.setdefault(key, []).append(node)
+    name = paths[0] if paths else repr(layer)
+    if not sites:
+        raise ValueError(f"layer {name} does not run any operation in the captured model")
+    if len(sites) > 1:
+        raise ValueError(
+            f"module {name} runs {len(sites)} times in the model; pick one call by graph node name "
+            f"(its output nodes: {', '.join(_leaving(s)[-1].name for s in sites.values() if _leaving(s))})"
+        )
+    (members,) = sites.values()
+    if use_input:
+        return _single(_entering(members, dependent), f"module {name}", "inputs")
+    return _single(_leaving(members), f"module {name}", "outputs")
+
+
+def _paths(model: nn.Module, layer: LayerType) -> list[str]:
+    if isinstance(layer, str):
+        return [layer]
+    paths = [name for name, module in model.named_modules(remove_duplicate=False) if module is layer]
+    if not paths:
+        raise ValueError(f"the layer {type(layer).__name__} is not a submodule of the model")
+    return paths
+
+
+def _leaving(members: list[torch.fx.Node]) -> list[torch.fx.Node]:
+    inside = set(members)
+    return [n for n in members if any(user not in inside for user in n.users)]
+
+
+def _entering(members: list[torch.fx.Node], dependent: set[torch.fx.Node]) -> list[torch.fx.Node]:
+    inside = set(members)
+    found: list[torch.fx.Node] = []
+    for node in members:
+        for arg in node.all_input_nodes:
+            if arg not in inside and arg in dependent and arg not in found:
+                found.append(arg)
+    return found
+
+
+def _single(candidates: list[torch.fx.Node], what: str, kind: str) -> torch.fx.Node:
+    if len(candidates) != 1:
+        names = ", ".join(n.name for n in candidates) or "none"
+        raise ValueError(f"{what} has {len(candidates)} {kind} that depend on the explained input ({names}); pass one by graph node name")
+    return candidates[0]

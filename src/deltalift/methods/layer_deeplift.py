@@ -1,0 +1,117 @@
+"""DeepLIFT at a layer: ``LayerDeepLift`` (contributions of a layer's activations) and
+``NeuronDeepLift`` (contributions of the inputs to one internal neuron), with Captum's interfaces.
+
+A layer is a module of the model, a module path (``"features.3"``) or a graph node name; its
+activations are read in the captured graph, so functional layers and reused modules (picked by
+graph node name) work too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Union
+
+import torch
+from torch import nn
+
+from deltalift.inputs import BaselineType, TargetType, TensorOrTuple
+from deltalift.layers import LayerType
+from deltalift.methods.deeplift import DeepLift, _check_finite
+from deltalift.rules.registry import Pair
+
+Tensor = torch.Tensor
+NeuronSelector = Union[int, tuple[int, ...], Callable[[Tensor], Tensor]]
+
+
+class LayerDeepLift(DeepLift):
+    """Contributions ``m(da, dt) * (a - a0)`` of a layer's activations ``a`` to the target.
+
+    Summation-to-delta holds at the layer when every path from the inputs to the output runs
+    through it (the returned delta says how far it is off otherwise).
+    """
+
+    def __init__(self, model: nn.Module | Callable[..., Tensor], layer: LayerType, multiply_by_inputs: bool = True, eps: float = 1e-7, **options: Any) -> None:
+        super().__init__(model, multiply_by_inputs, eps, **options)
+        self.layer = layer
+
+    def attribute(  # type: ignore[override]
+        self,
+        inputs: TensorOrTuple,
+        baselines: BaselineType = None,
+        target: TargetType | Callable[[Tensor], Tensor] = None,
+        additional_forward_args: Any = None,
+        return_convergence_delta: bool = False,
+        attribute_to_layer_input: bool = False,
+        custom_attribution_func: Callable[..., tuple[Tensor, ...]] | None = None,
+    ) -> Any:
+        """As :meth:`DeepLift.attribute`, for the layer's output (or, with
+        ``attribute_to_layer_input=True``, its input) activations."""
+        walk = self._walk(inputs, baselines, target, additional_forward_args, self.layer, attribute_to_layer_input)
+        layer = walk.layer
+        assert layer is not None
+        with torch.enable_grad():
+            t, t0 = self._targets(walk.output, target, walk.batch)
+            (grad,) = torch.autograd.grad(t.sum(), [layer.x], allow_unused=True)
+        multipliers = (torch.zeros_like(layer.x) if grad is None else grad,)
+        contributions = (multipliers[0] * (layer.x.detach() - layer.ref),)
+        delta = self._check_summation(contributions, t.detach(), t0.detach(), warn=False)
+        (result,) = self._combine(multipliers, contributions, [layer], custom_attribution_func)
+        return (result, delta) if return_convergence_delta else result
+
+
+class NeuronDeepLift(DeepLift):
+    """Contributions of the inputs to one neuron of an internal layer.
+
+    ``neuron_selector`` is an index into the layer's activation without the batch dimension
+    (an int for a flat layer, a tuple otherwise) or a callable mapping the activation to one
+    value per example.
+    """
+
+    def __init__(self, model: nn.Module | Callable[..., Tensor], layer: LayerType, multiply_by_inputs: bool = True, eps: float = 1e-7, **options: Any) -> None:
+        super().__init__(model, multiply_by_inputs, eps, **options)
+        self.layer = layer
+
+    def attribute(  # type: ignore[override]
+        self,
+        inputs: TensorOrTuple,
+        neuron_selector: NeuronSelector,
+        baselines: BaselineType = None,
+        additional_forward_args: Any = None,
+        attribute_to_neuron_input: bool = False,
+        custom_attribution_func: Callable[..., tuple[Tensor, ...]] | None = None,
+        return_convergence_delta: bool = False,
+    ) -> Any:
+        walk = self._walk(
+            inputs, baselines, None, additional_forward_args, self.layer, attribute_to_neuron_input, stop_at_layer=True
+        )
+        activation = walk.output
+        if not isinstance(activation, Pair) or not isinstance(activation.x, Tensor):
+            raise ValueError("the chosen layer's activation is not one tensor that depends on the inputs")
+        with torch.enable_grad():
+            t = _select_neuron(activation.x, neuron_selector)
+            t0 = _select_neuron(activation.ref.expand_as(activation.x), neuron_selector)
+            _check_finite(t, t0)
+            grads = torch.autograd.grad(t.sum(), [p.x for p in walk.pairs], allow_unused=True)
+        multipliers = tuple(torch.zeros_like(p.x) if g is None else g.detach() for g, p in zip(grads, walk.pairs))
+        contributions = tuple(m * (p.x.detach() - p.ref) for m, p in zip(multipliers, walk.pairs))
+        delta = self._check_summation(contributions, t.detach(), t0.detach())
+        result = self._combine(multipliers, contributions, walk.pairs, custom_attribution_func)
+        out = result if walk.given_tuple else result[0]
+        return (out, delta) if return_convergence_delta else out
+
+
+def _select_neuron(activation: Tensor, selector: NeuronSelector) -> Tensor:
+    if callable(selector):
+        value = selector(activation)
+        if not isinstance(value, Tensor) or value.shape != activation.shape[:1]:
+            raise ValueError("a callable neuron_selector must return one value per example")
+        return value
+    index = (selector,) if isinstance(selector, int) else tuple(selector)
+    if len(index) != activation.ndim - 1:
+        raise ValueError(
+            f"neuron_selector {selector!r} has {len(index)} indices but the layer's activation has shape "
+            f"{tuple(activation.shape)} ({activation.ndim - 1} without the batch dimension)"
+        )
+    for i, (k, size) in enumerate(zip(index, activation.shape[1:])):
+        if not -size <= k < size:
+            raise ValueError(f"neuron_selector index {k} is out of range for dimension {i + 1} of size {size}")
+    return activation[(slice(None),) + index]
