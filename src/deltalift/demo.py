@@ -337,7 +337,10 @@ def load_model(path: str | Path, device: str = "cpu") -> nn.Module:
             return torch.export.load(file).module().to(device)
         model = torch.load(file, map_location=device, weights_only=False)
     except Exception as exc:  # unpickling raises many types
-        raise InputFileError(f"could not load a model from {file}: {_first_line(exc)}") from exc
+        hint = ""
+        if isinstance(exc, (AttributeError, ModuleNotFoundError)):
+            hint = " (the model's class must be importable: define it in a module on the Python path, not in a script)"
+        raise InputFileError(f"could not load a model from {file}: {_first_line(exc)}{hint}") from exc
     return _checked_model(model, file).to(device).eval()
 
 
