@@ -50,6 +50,22 @@ def captum_deeplift(model: torch.nn.Module, x: torch.Tensor, target: int) -> tor
         return CaptumDeepLift(model).attribute(x, baselines=torch.zeros_like(x), target=target)
 
 
+def benchmark_row(name: str, args: argparse.Namespace) -> str:
+    """One table row: the three timings of one architecture and their ratios."""
+    model = getattr(torchvision.models, name)().to(args.device).eval()
+    x = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
+    method = DeepLift(model)
+    grad_s = median_seconds(lambda: input_gradient(model, x, 3), args.repeats, args.device)
+    ours_s = median_seconds(lambda: method.attribute(x, baselines=0.0, target=3), args.repeats, args.device)
+    try:
+        captum_s = median_seconds(lambda: captum_deeplift(model, x, 3), args.repeats, args.device)
+        captum_text, speedup = f"{captum_s:10.3f}", f"{captum_s / ours_s:9.2f}x"
+    except Exception as exc:  # Captum refuses some models (a ReLU module used twice)
+        captum_text, speedup = f"{'refused':>10}", f"{'-':>10}"
+        print(f"  (Captum on {name}: {type(exc).__name__}: {str(exc).splitlines()[0][:100]})")
+    return f"{name:<10} {grad_s:11.3f} {ours_s:10.3f} {captum_text} {ours_s / grad_s:7.2f}x {speedup}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7)
@@ -64,20 +80,7 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for name in ("vgg11", "resnet18"):
-        model = getattr(torchvision.models, name)().to(args.device).eval()
-        x = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
-        method = DeepLift(model)
-        grad_s = median_seconds(lambda: input_gradient(model, x, 3), args.repeats, args.device)
-        ours_s = median_seconds(lambda: method.attribute(x, baselines=0.0, target=3), args.repeats, args.device)
-        try:
-            captum_s: float | None = median_seconds(lambda: captum_deeplift(model, x, 3), args.repeats, args.device)
-            captum_text = f"{captum_s:10.3f}"
-            speedup = f"{captum_s / ours_s:9.2f}x"
-        except Exception as exc:  # Captum refuses some models (a ReLU module used twice)
-            captum_s = None
-            captum_text, speedup = f"{'refused':>10}", f"{'-':>10}"
-            print(f"  (Captum on {name}: {type(exc).__name__}: {str(exc).splitlines()[0][:100]})")
-        print(f"{name:<10} {grad_s:11.3f} {ours_s:10.3f} {captum_text} {ours_s / grad_s:7.2f}x {speedup}")
+        print(benchmark_row(name, args))
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ into pieces (SiLU, Hardswish, Softplus, Mish, ...) are kept whole, so Rescale se
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -55,8 +56,8 @@ class _CallableModule(nn.Module):
         return self.fn(*args)
 
 
-_cache: "weakref.WeakKeyDictionary[Any, dict[Any, CapturedProgram]]" = weakref.WeakKeyDictionary()
-_wrappers: "weakref.WeakKeyDictionary[Any, nn.Module]" = weakref.WeakKeyDictionary()
+_cache: weakref.WeakKeyDictionary[Any, dict[Any, CapturedProgram]] = weakref.WeakKeyDictionary()
+_wrappers: weakref.WeakKeyDictionary[Any, nn.Module] = weakref.WeakKeyDictionary()
 
 
 def as_module(model: Any) -> nn.Module:

@@ -5,8 +5,9 @@ Each check raises an error that names the problem (shapes, dtypes, out-of-range 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from numbers import Number
-from typing import Any, Sequence, Union
+from typing import Any, Union
 
 import torch
 from torch import nn

@@ -11,8 +11,9 @@ from __future__ import annotations
 import inspect
 import warnings
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 import torch
 from torch import nn
@@ -175,7 +176,7 @@ class DeepLift:
         layer: Any = None,
         layer_input: bool = False,
         stop_at_layer: bool = False,
-    ) -> "_Walk":
+    ) -> _Walk:
         """Check the arguments, capture the model and walk its graph for input and reference.
 
         With ``layer``, the layer's activation Pair is recorded (its input side made a fresh
@@ -310,7 +311,7 @@ class _TargetModule(nn.Module):
         return out[:, None] if isinstance(out, Tensor) and out.ndim == 1 else out
 
 
-_target_modules: "weakref.WeakKeyDictionary[nn.Module, dict[Any, _TargetModule]]" = weakref.WeakKeyDictionary()
+_target_modules: weakref.WeakKeyDictionary[nn.Module, dict[Any, _TargetModule]] = weakref.WeakKeyDictionary()
 
 
 def _with_target(module: nn.Module, target: Any) -> nn.Module:

@@ -12,7 +12,8 @@ contributions do not change, so the result equals the unshifted composition.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

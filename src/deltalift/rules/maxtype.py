@@ -17,7 +17,8 @@ Where ``|x_j - x0_j| <= eps`` the multiplier is the ordinary gradient.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

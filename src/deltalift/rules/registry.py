@@ -15,8 +15,9 @@ gradient.  Users add rules with :func:`register_rule`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils._pytree import tree_map
@@ -84,7 +85,7 @@ class RuleContext:
 
     eps: float = 1e-7
     maxpool_mode: str = "summation"
-    registry: "RuleRegistry" = field(default_factory=lambda: default_registry)
+    registry: RuleRegistry = field(default_factory=lambda: default_registry)
     node_description: str = ""
 
     def call(self, op: Any, *args: Any, **kwargs: Any) -> Any:
@@ -105,7 +106,7 @@ class RuleRegistry:
     def register(self, op: Any, rule: Rule) -> None:
         self._rules[op] = rule
 
-    def copy(self) -> "RuleRegistry":
+    def copy(self) -> RuleRegistry:
         new = RuleRegistry()
         new._rules = dict(self._rules)
         return new

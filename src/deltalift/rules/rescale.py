@@ -18,7 +18,8 @@ so that ``C(da) + C(db) = f(a, b) - f(a0, b0)``, with multipliers ``C / d``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.utils._pytree import tree_map

@@ -22,8 +22,9 @@ graph by :func:`find_weighted_input`; the engine then evaluates the nonlinearity
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.fx import Node
