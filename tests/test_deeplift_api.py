@@ -143,7 +143,9 @@ def test_float32_and_float64(inputs):
     model32 = TwoInputs().eval()
     model32.load_state_dict({k: v.float() for k, v in model64.state_dict().items()})
     a64 = DeepLift(model64).attribute(inputs, target=1)
-    a32, delta32 = DeepLift(model32).attribute(tuple(x.float() for x in inputs), target=1, return_convergence_delta=True)
+    a32, delta32 = DeepLift(model32).attribute(
+        tuple(x.float() for x in inputs), target=1, return_convergence_delta=True
+    )
     assert all(a.dtype == torch.float32 for a in a32)
     for x, y in zip(a32, a64):
         torch.testing.assert_close(x.double(), y, rtol=1e-4, atol=1e-5)

@@ -55,7 +55,11 @@ def test_model_is_unchanged_after_a_call():
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        ({"baselines": torch.zeros(3, 1, 8, 8)}, ValueError, r"baselines\[0\] of shape \(3, 1, 8, 8\) does not broadcast to inputs\[0\] of shape \(2, 1, 8, 8\)"),
+        (
+            {"baselines": torch.zeros(3, 1, 8, 8)},
+            ValueError,
+            r"baselines\[0\] of shape \(3, 1, 8, 8\) does not broadcast to inputs\[0\] of shape \(2, 1, 8, 8\)",
+        ),
         ({"baselines": torch.zeros(1, 8, 7)}, ValueError, r"\(1, 8, 7\).*\(2, 1, 8, 8\)"),
         ({"target": 3}, ValueError, "target 3 is out of range for a model with 3 outputs"),
         ({"target": -1}, ValueError, "target -1 is out of range"),

@@ -28,8 +28,14 @@ def t(values):
 
 
 def attribute(fn, x, baseline=0.0, **kwargs):
-    method_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in ("eps", "maxpool_mode", "multiply_by_inputs", "registry", "strict")}
-    return DeepLift(Lambda(fn).eval(), **method_kwargs).attribute(x, baselines=baseline, return_convergence_delta=True, **kwargs)
+    method_kwargs = {
+        k: kwargs.pop(k)
+        for k in list(kwargs)
+        if k in ("eps", "maxpool_mode", "multiply_by_inputs", "registry", "strict")
+    }
+    return DeepLift(Lambda(fn).eval(), **method_kwargs).attribute(
+        x, baselines=baseline, return_convergence_delta=True, **kwargs
+    )
 
 
 # --- max pooling -------------------------------------------------------------------------------
@@ -66,7 +72,9 @@ def test_maxpool_gradient_mode_is_the_gradient():
 
 def test_maxpool2d_relu_feeding_pool_keeps_summation():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.MaxPool2d(3, stride=1), nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3), nn.ReLU(), nn.MaxPool2d(3, stride=1), nn.Flatten(), nn.Linear(3 * 4 * 4, 2)
+    )
     model = model.to(DTYPE).eval()
     x, ref = torch.randn(3, 2, 8, 8, dtype=DTYPE), torch.randn(1, 2, 8, 8, dtype=DTYPE)
     attr, delta = DeepLift(model, strict=True).attribute(x, ref, target=1, return_convergence_delta=True)
@@ -186,7 +194,9 @@ def test_composites_keep_summation_exactly(fn):
     torch.manual_seed(2)
     x, ref = torch.randn(3, 20, dtype=DTYPE), torch.randn(1, 20, dtype=DTYPE)
     target = min(1, fn(x).shape[1] - 1)
-    attr, delta = DeepLift(Lambda(fn).eval(), strict=True).attribute(x, ref, target=target, return_convergence_delta=True)
+    attr, delta = DeepLift(Lambda(fn).eval(), strict=True).attribute(
+        x, ref, target=target, return_convergence_delta=True
+    )
     out, out0 = fn(x)[:, target], fn(ref)[:, target]
     torch.testing.assert_close(attr.sum(1), out - out0, rtol=1e-10, atol=1e-12)
     assert delta.abs().max() < 1e-12

@@ -79,7 +79,7 @@ def _signature(args: tuple[Any, ...], batch_size: int, dynamic: bool) -> Any:
     parts: list[Any] = [str(spec)]
     for leaf in leaves:
         if isinstance(leaf, torch.Tensor):
-            shape = tuple(leaf.shape)
+            shape: tuple[int | str, ...] = tuple(leaf.shape)
             if dynamic and leaf.ndim > 0 and shape[0] == batch_size:
                 shape = ("batch",) + shape[1:]
             parts.append((shape, leaf.dtype, str(leaf.device)))
@@ -96,7 +96,7 @@ def capture(model: nn.Module, args: tuple[Any, ...], batch_size: int) -> Capture
         if key in per_model:
             return per_model[key]
     error: Exception | None = None
-    for dynamic in ((True, False) if batch_size >= 2 else (False,)):
+    for dynamic in (True, False) if batch_size >= 2 else (False,):
         try:
             program = _export(model, args, batch_size, dynamic)
         except Exception as exc:  # export raises many types; report the first cause
@@ -121,9 +121,9 @@ def _export(model: nn.Module, args: tuple[Any, ...], batch_size: int, dynamic: b
     if dynamic:
         batch = Dim("batch")
         dynamic_shapes = tree_map(
-            lambda leaf: {0: batch}
-            if isinstance(leaf, torch.Tensor) and leaf.ndim > 0 and leaf.shape[0] == batch_size
-            else None,
+            lambda leaf: (
+                {0: batch} if isinstance(leaf, torch.Tensor) and leaf.ndim > 0 and leaf.shape[0] == batch_size else None
+            ),
             args,
         )
     program = export(model, args, dynamic_shapes=dynamic_shapes, strict=False)

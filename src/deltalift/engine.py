@@ -78,11 +78,11 @@ def make_plan(
             raise ValueError(f"rule_overrides[{key!r}] must be 'rescale' or 'reveal_cancel', got {value!r}")
     if rule == "rescale" and not overrides:
         return Plan(free_after=program.free_after)
-    key = (n_explained, rule, tuple(sorted(overrides.items())), id(ctx.registry))
-    if key in program.plans:
-        return program.plans[key]
+    plan_key = (n_explained, rule, tuple(sorted(overrides.items())), id(ctx.registry))
+    if plan_key in program.plans:
+        return program.plans[plan_key]
     plan = Plan(free_after={k: list(v) for k, v in program.free_after.items()})
-    program.plans[key] = plan
+    program.plans[plan_key] = plan
     dependent = input_dependent(program, n_explained)
     order = {node: i for i, node in enumerate(program.graph.nodes)}
 
@@ -180,7 +180,7 @@ def run_graph(
                 env[node] = _call(ctx, node, args, kwargs)
             if tap is not None and node is tap[0]:
                 env[node] = tap[1](env[node])
-            if node is until:
+            if until is not None and node is until:
                 return env[node]
         elif node.op == "output":
             outputs = map_arg(node.args[0], env.__getitem__)
@@ -207,7 +207,12 @@ def _call(ctx: RuleContext, node: torch.fx.Node, args: Any, kwargs: Any) -> Any:
 
 
 def _reveal_cancel(
-    ctx: RuleContext, node: torch.fx.Node, weighted: WeightedInput, env: dict[torch.fx.Node, Any], args: Any, kwargs: Any
+    ctx: RuleContext,
+    node: torch.fx.Node,
+    weighted: WeightedInput,
+    env: dict[torch.fx.Node, Any],
+    args: Any,
+    kwargs: Any,
 ) -> Pair:
     op = node.target
     apply, weight = linear_map(weighted, env.__getitem__)

@@ -49,7 +49,9 @@ def check_inputs(inputs: TensorOrTuple) -> tuple[tuple[Tensor, ...], bool]:
                 f"all inputs need the same batch size: inputs[0] has {tensors[0].shape[0]}, {name} has {x.shape[0]}"
             )
         if x.device != tensors[0].device:
-            raise ValueError(f"all inputs must be on one device: inputs[0] on {tensors[0].device}, {name} on {x.device}")
+            raise ValueError(
+                f"all inputs must be on one device: inputs[0] on {tensors[0].device}, {name} on {x.device}"
+            )
     return tensors, given_tuple
 
 
@@ -133,7 +135,9 @@ def select_target(output: Tensor, target: TargetType, batch_size: int, what: str
     n_outputs = output.shape[1]
     if target is None:
         if n_outputs != 1:
-            raise ValueError(f"the {what} has {n_outputs} outputs per example; pass target= (an int or one per example)")
+            raise ValueError(
+                f"the {what} has {n_outputs} outputs per example; pass target= (an int or one per example)"
+            )
         return output[:, 0]
     index = _target_index(target, batch_size, n_outputs, output.device)
     return output.gather(1, index[:, None])[:, 0]

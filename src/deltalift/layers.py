@@ -78,5 +78,7 @@ def _entering(members: list[torch.fx.Node], dependent: set[torch.fx.Node]) -> li
 def _single(candidates: list[torch.fx.Node], what: str, kind: str) -> torch.fx.Node:
     if len(candidates) != 1:
         names = ", ".join(n.name for n in candidates) or "none"
-        raise ValueError(f"{what} has {len(candidates)} {kind} that depend on the explained input ({names}); pass one by graph node name")
+        raise ValueError(
+            f"{what} has {len(candidates)} {kind} that depend on the explained input ({names}); pass one by graph node name"
+        )
     return candidates[0]

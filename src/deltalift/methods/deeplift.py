@@ -242,8 +242,8 @@ class DeepLift:
         return tuple(result)
 
     def _check_summation(self, contributions: tuple[Tensor, ...], t: Tensor, t0: Tensor, warn: bool = True) -> Tensor:
-        total = sum(c.flatten(1).sum(1) for c in contributions)
-        magnitude = sum(c.flatten(1).abs().sum(1) for c in contributions)
+        total = torch.stack([c.flatten(1).sum(1) for c in contributions]).sum(0)
+        magnitude = torch.stack([c.flatten(1).abs().sum(1) for c in contributions]).sum(0)
         delta = total - (t - t0)
         tolerance = self.tolerance if self.tolerance is not None else DEFAULT_TOLERANCE.get(t.dtype, 1e-4)
         scale = magnitude + t.abs() + t0.abs() + torch.finfo(t.dtype).tiny

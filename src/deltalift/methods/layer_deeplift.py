@@ -30,7 +30,14 @@ class LayerDeepLift(DeepLift):
     through it (the returned delta says how far it is off otherwise).
     """
 
-    def __init__(self, model: nn.Module | Callable[..., Tensor], layer: LayerType, multiply_by_inputs: bool = True, eps: float = 1e-7, **options: Any) -> None:
+    def __init__(
+        self,
+        model: nn.Module | Callable[..., Tensor],
+        layer: LayerType,
+        multiply_by_inputs: bool = True,
+        eps: float = 1e-7,
+        **options: Any,
+    ) -> None:
         super().__init__(model, multiply_by_inputs, eps, **options)
         self.layer = layer
 
@@ -67,7 +74,14 @@ class NeuronDeepLift(DeepLift):
     value per example.
     """
 
-    def __init__(self, model: nn.Module | Callable[..., Tensor], layer: LayerType, multiply_by_inputs: bool = True, eps: float = 1e-7, **options: Any) -> None:
+    def __init__(
+        self,
+        model: nn.Module | Callable[..., Tensor],
+        layer: LayerType,
+        multiply_by_inputs: bool = True,
+        eps: float = 1e-7,
+        **options: Any,
+    ) -> None:
         super().__init__(model, multiply_by_inputs, eps, **options)
         self.layer = layer
 

@@ -24,6 +24,7 @@ from deltalift.rules.rescale import first_output_rescale, rescale
 
 aten = torch.ops.aten
 
+# fmt: off
 #: Affine in their input-dependent arguments: the multiplier is the Jacobian.
 LINEAR_OPS = [
     aten.add, aten.sub, aten.rsub, aten.neg, aten.convolution, aten.addmm, aten.view, aten._unsafe_view,
@@ -88,6 +89,8 @@ KEEP_UNDECOMPOSED = [
     aten.softshrink.default, aten.logsumexp.default, aten.log_sigmoid_forward.default,
     aten.square.default,
 ]
+
+# fmt: on
 
 
 def _register_defaults(registry: RuleRegistry) -> None:

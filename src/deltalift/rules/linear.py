@@ -97,9 +97,7 @@ def linear(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, A
 def no_gradient(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Ops whose output carries no gradient (comparisons, arg-max, shape queries)."""
     with torch.no_grad():
-        return zip_output(
-            op(*side(args, "x"), **side(kwargs, "x")), op(*side(args, "ref"), **side(kwargs, "ref"))
-        )
+        return zip_output(op(*side(args, "x"), **side(kwargs, "x")), op(*side(args, "ref"), **side(kwargs, "ref")))
 
 
 def item(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -35,8 +35,15 @@ class _RouteMax(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, x: Tensor, reduce_fn: ReduceFn, x0: Tensor, y0: Tensor, idx0: Tensor,
-        plane_dims: int, eps: float, mode: str,
+        ctx: Any,
+        x: Tensor,
+        reduce_fn: ReduceFn,
+        x0: Tensor,
+        y0: Tensor,
+        idx0: Tensor,
+        plane_dims: int,
+        eps: float,
+        mode: str,
     ) -> tuple[Tensor, Tensor]:
         y, idx = reduce_fn(x)
         ctx.mark_non_differentiable(idx)

@@ -100,9 +100,7 @@ def _bilinear_product(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any], fi
                 full[i] = value if rest_grad else value.detach()
         return op(*full, **kwargs)
 
-    linearised = (
-        call(a.x, b_mid, "x", rest_grad=True) + call(a_mid, b.x, "x") - call(a_mid, b_mid, "x").detach()
-    )
+    linearised = call(a.x, b_mid, "x", rest_grad=True) + call(a_mid, b.x, "x") - call(a_mid, b_mid, "x").detach()
     with torch.no_grad():
         exact = call(a.x, b.x, "x")
         ref = call(a.ref, b.ref, "ref")

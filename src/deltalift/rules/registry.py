@@ -67,34 +67,6 @@ def is_float_tensor(value: Any) -> bool:
     return isinstance(value, torch.Tensor) and value.is_floating_point()
 
 
-@dataclass
-class RuleContext:
-    """What a rule may read: options of the call and a way to evaluate other ops through rules.
-
-    Attributes
-    ----------
-    eps:
-        Below this absolute difference-from-reference a nonlinearity's multiplier falls back
-        to the derivative at the reference (the original DeepLIFT uses 1e-7).
-    maxpool_mode:
-        ``"summation"`` (default, keeps summation-to-delta) or ``"gradient"``.
-    call:
-        ``call(op, *args, **kwargs)`` evaluates ``op`` through the registry; composite rules
-        (softmax, layer norm, ...) are written with it.
-    """
-
-    eps: float = 1e-7
-    maxpool_mode: str = "summation"
-    registry: RuleRegistry = field(default_factory=lambda: default_registry)
-    node_description: str = ""
-
-    def call(self, op: Any, *args: Any, **kwargs: Any) -> Any:
-        if not pairs_in((args, kwargs)):
-            with torch.no_grad():
-                return op(*args, **kwargs)
-        return self.registry.lookup(op, self.node_description)(self, op, args, kwargs)
-
-
 class RuleRegistry:
     """Maps an ATen op (an ``OpOverloadPacket`` such as ``torch.ops.aten.relu`` or a specific
     ``OpOverload`` such as ``torch.ops.aten.max.dim``, or a Python callable such as
@@ -130,6 +102,34 @@ class RuleRegistry:
 
 
 default_registry = RuleRegistry()
+
+
+@dataclass
+class RuleContext:
+    """What a rule may read: options of the call and a way to evaluate other ops through rules.
+
+    Attributes
+    ----------
+    eps:
+        Below this absolute difference-from-reference a nonlinearity's multiplier falls back
+        to the derivative at the reference (the original DeepLIFT uses 1e-7).
+    maxpool_mode:
+        ``"summation"`` (default, keeps summation-to-delta) or ``"gradient"``.
+    call:
+        ``call(op, *args, **kwargs)`` evaluates ``op`` through the registry; composite rules
+        (softmax, layer norm, ...) are written with it.
+    """
+
+    eps: float = 1e-7
+    maxpool_mode: str = "summation"
+    registry: RuleRegistry = field(default_factory=lambda: default_registry)
+    node_description: str = ""
+
+    def call(self, op: Any, *args: Any, **kwargs: Any) -> Any:
+        if not pairs_in((args, kwargs)):
+            with torch.no_grad():
+                return op(*args, **kwargs)
+        return self.registry.lookup(op, self.node_description)(self, op, args, kwargs)
 
 
 def register_rule(op: Any, rule: Rule, registry: RuleRegistry | None = None) -> None:

@@ -79,7 +79,14 @@ class _Rescale(torch.autograd.Function):
 class _Shapley2(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, a: Tensor, b: Tensor, fn: Callable[[Tensor, Tensor], Tensor], a0: Tensor, b0: Tensor, y0: Tensor, eps: float
+        ctx: Any,
+        a: Tensor,
+        b: Tensor,
+        fn: Callable[[Tensor, Tensor], Tensor],
+        a0: Tensor,
+        b0: Tensor,
+        y0: Tensor,
+        eps: float,
     ) -> Tensor:
         y = fn(a, b)
         y_a, y_b = fn(a, b0), fn(a0, b)

@@ -106,9 +106,9 @@ def linear_map(weighted: WeightedInput, values: Callable[[Node], Any]) -> tuple[
 
         channel_shape = (1, -1)
     if weighted.batch_norm is not None:
-        bn_weight, _, _, running_var = (values(a) if isinstance(a, Node) else a for a in weighted.batch_norm.args[1:5])
-        eps = weighted.batch_norm.args[6]
-        scale = torch.rsqrt(running_var + eps)  # type: ignore[arg-type]
+        bn_args: list[Any] = [values(a) if isinstance(a, Node) else a for a in weighted.batch_norm.args]
+        bn_weight, running_var, eps = bn_args[1], bn_args[4], bn_args[6]
+        scale = torch.rsqrt(running_var + eps)
         if bn_weight is not None:
             scale = scale * bn_weight
         weight = weight * scale.reshape(channel_shape)
@@ -118,8 +118,15 @@ def linear_map(weighted: WeightedInput, values: Callable[[Node], Any]) -> tuple[
 class _RevealCancel(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, x: Tensor, x0: Tensor, z: Tensor, z0: Tensor, f: Callable[[Tensor], Tensor],
-        apply: Linear, weight: Tensor, eps: float,
+        ctx: Any,
+        x: Tensor,
+        x0: Tensor,
+        z: Tensor,
+        z0: Tensor,
+        f: Callable[[Tensor], Tensor],
+        apply: Linear,
+        weight: Tensor,
+        eps: float,
     ) -> Tensor:
         w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
         dx = x - x0
