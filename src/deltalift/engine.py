@@ -178,15 +178,15 @@ def run_graph(
                 env[node] = _reveal_cancel(ctx, node, plan.reveal_cancel[node], env, args, kwargs)
             else:
                 env[node] = _call(ctx, node, args, kwargs)
-            if tap is not None and node is tap[0]:
-                env[node] = tap[1](env[node])
-            if until is not None and node is until:
-                return env[node]
         elif node.op == "output":
             outputs = map_arg(node.args[0], env.__getitem__)
             result = [outputs[i] for i in program.user_output_positions]
         else:
             raise UnsupportedOperationError(f"the captured graph has a node of kind {node.op!r} ({node.name})")
+        if tap is not None and node is tap[0]:
+            env[node] = tap[1](env[node])
+        if until is not None and node is until:
+            return env[node]
         for done in plan.free_after.get(node, ()):
             env.pop(done, None)
     return result
