@@ -17,13 +17,14 @@ from deltalift.errors import (
     MissingRuleError,
     UnsupportedOperationError,
 )
-from deltalift.methods import DeepLift, LayerDeepLift, NeuronDeepLift
+from deltalift.methods import DeepLift, DeepLiftShap, LayerDeepLift, NeuronDeepLift
 from deltalift.rules import register_rule
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DeepLift",
+    "DeepLiftShap",
     "LayerDeepLift",
     "NeuronDeepLift",
     "register_rule",

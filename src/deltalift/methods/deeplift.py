@@ -155,7 +155,23 @@ class DeepLift:
         Attributions shaped like ``inputs`` (a tuple when a tuple was given), and the per-example
         convergence delta when asked.
         """
-        walk = self._walk(inputs, baselines, target, additional_forward_args)
+        result, delta, given_tuple = self._attribute(
+            inputs, baselines, target, additional_forward_args, custom_attribution_func
+        )
+        out: Attribution = result if given_tuple else result[0]
+        return (out, delta) if return_convergence_delta else out
+
+    def _attribute(
+        self,
+        inputs: TensorOrTuple,
+        baselines: BaselineType,
+        target: Any,
+        additional_forward_args: Any,
+        custom_attribution_func: Callable[..., tuple[Tensor, ...]] | None,
+        groups: int = 1,
+    ) -> tuple[tuple[Tensor, ...], Tensor, bool]:
+        """Attributions (a tuple), the per-example delta, and whether a tuple of inputs was given."""
+        walk = self._walk(inputs, baselines, target, additional_forward_args, groups=groups)
         with torch.enable_grad():
             t, t0 = self._targets(walk.output, target, walk.batch)
             grads = torch.autograd.grad(t.sum(), [p.x for p in walk.pairs], allow_unused=True)
@@ -164,8 +180,7 @@ class DeepLift:
         contributions = tuple(m * d for m, d in zip(multipliers, differences))
         delta = self._check_summation(contributions, t.detach(), t0.detach())
         result = self._combine(multipliers, contributions, walk.pairs, custom_attribution_func)
-        out: Attribution = result if walk.given_tuple else result[0]
-        return (out, delta) if return_convergence_delta else out
+        return result, delta, walk.given_tuple
 
     def _walk(
         self,
@@ -176,11 +191,13 @@ class DeepLift:
         layer: Any = None,
         layer_input: bool = False,
         stop_at_layer: bool = False,
+        groups: int = 1,
     ) -> _Walk:
         """Check the arguments, capture the model and walk its graph for input and reference.
 
         With ``layer``, the layer's activation Pair is recorded (its input side made a fresh
-        leaf, unless ``stop_at_layer``, in which case the walk ends there)."""
+        leaf, unless ``stop_at_layer``, in which case the walk ends there).  ``groups``: the
+        inputs are repeated that many times in a row (DeepLIFT-SHAP's pairs)."""
         tensors, given_tuple = check_inputs(inputs)
         extra = as_tuple(additional_forward_args)
         module = _with_target(self._module, target)
@@ -191,7 +208,13 @@ class DeepLift:
         if shared and (not program.batch_dynamic or _has_batched_tensor(extra, batch)):
             references = tuple(r.expand_as(x) for r, x in zip(references, tensors))
         pairs = pair_inputs(tensors, references)
-        ctx = RuleContext(eps=self.eps, maxpool_mode=self.maxpool_mode, registry=self.registry)
+        ctx = RuleContext(
+            eps=self.eps,
+            maxpool_mode=self.maxpool_mode,
+            registry=self.registry,
+            input_groups=groups,
+            batch_rows=batch,
+        )
         plan = make_plan(program, len(tensors), self.rule, self.rule_overrides, ctx)
         walk = _Walk(pairs=pairs, given_tuple=given_tuple, batch=batch)
         tap = until = None

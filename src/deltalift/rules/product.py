@@ -69,7 +69,11 @@ def bilinear_in(first: int, second: int, rows_independent: bool = False) -> Any:
             return _bilinear_product(op, args, kwargs, first, second)
         if rows_independent and is_pair(a) and len(pairs_in((args, kwargs))) == 1:
             if a.x.ndim == getattr(b, "ndim", a.x.ndim):  # a batched convolution, or a matrix product
-                return _stacked_rows(op, args, kwargs, first)
+                grouped = _grouped_rows(ctx, op, args, kwargs, first)
+                if grouped is not None:
+                    return grouped
+                if 2 * a.ref.shape[0] <= a.x.shape[0]:  # a shared reference: one call, weight read once
+                    return _stacked_rows(op, args, kwargs, first)
         return linear(ctx, op, args, kwargs)
 
     return rule
@@ -83,6 +87,76 @@ def _stacked_rows(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any], positi
     stacked[position] = torch.cat([pair.x, pair.ref.detach()])
     out = op(*stacked, **kwargs)
     return Pair(out[:rows], out[rows:].detach())
+
+
+class _SharedRows(torch.autograd.Function):
+    """Forward on one row per group of identical rows, backward on all rows."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: Tensor, forward_fn: Any, backward_fn: Any, shape: tuple[int, int, int]
+    ) -> Tensor:
+        inputs, groups, rows_per_example = shape
+        compressed = x.unflatten(0, shape)[:, 0].flatten(0, 1)
+        out = forward_fn(compressed)
+        ctx.save_for_backward(x)
+        ctx.backward_fn = backward_fn
+        expanded = out.unflatten(0, (inputs, 1, rows_per_example)).expand(
+            inputs, groups, rows_per_example, *out.shape[1:]
+        )
+        return expanded.flatten(0, 2)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return ctx.backward_fn(grad, x), None, None, None
+
+
+def _input_gradient(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any], position: int) -> Any:
+    """The transposed op ``grad -> J^T grad`` for the row argument of mm, addmm or convolution."""
+    packet = op.overloadpacket
+    if packet is aten.convolution:
+        weight, rest = args[1], args[3:]
+
+        def conv_backward(grad: Tensor, x: Tensor) -> Tensor:
+            return aten.convolution_backward.default(grad, x, weight, None, *rest, [True, False, False])[0]
+
+        return conv_backward
+    weight = args[position + 1]
+    alpha = kwargs.get("alpha", 1) if packet is aten.addmm else 1
+    if packet in (aten.mm, aten.addmm) and not (set(kwargs) - {"alpha", "beta"}):
+        return lambda grad, x: (grad @ weight.T) * alpha
+    return None
+
+
+def _grouped_rows(
+    ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any], position: int
+) -> Pair | None:
+    """Under DeepLIFT-SHAP every input-side row is repeated once per reference: evaluate the op on
+    one row per group (after checking that the rows are indeed equal) and expand; backward runs
+    on all rows.  ``None`` where this does not apply."""
+    pair = args[position]
+    groups, batch_rows = ctx.input_groups, ctx.batch_rows
+    rows = pair.x.shape[0]
+    if groups <= 1 or batch_rows <= 0 or rows % batch_rows:
+        return None
+    backward_fn = _input_gradient(op, args, kwargs, position)
+    if backward_fn is None:
+        return None
+    shape = (batch_rows // groups, groups, rows // batch_rows)
+    laid_out = pair.x.detach().unflatten(0, shape)
+    if not torch.equal(laid_out, laid_out[:, :1].expand_as(laid_out)):
+        return None
+
+    def forward_fn(compressed: Tensor) -> Tensor:
+        full = list(args)
+        full[position] = compressed
+        return op(*full, **kwargs)
+
+    out = _SharedRows.apply(pair.x, forward_fn, backward_fn, shape)
+    with torch.no_grad():
+        ref = op(*[pair.ref if a is pair else a for a in args], **kwargs)
+    return Pair(out, ref)
 
 
 def _bilinear_product(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any], first: int, second: int) -> Pair:

@@ -115,6 +115,10 @@ class RuleContext:
         to the derivative at the reference (the original DeepLIFT uses 1e-7).
     maxpool_mode:
         ``"summation"`` (default, keeps summation-to-delta) or ``"gradient"``.
+    input_groups, batch_rows:
+        Set by DeepLIFT-SHAP: the ``batch_rows`` examples are ``batch_rows / input_groups``
+        inputs, each repeated ``input_groups`` times in a row (one per reference), so every
+        input-side activation is too, and heavy linear ops may evaluate one row per group.
     call:
         ``call(op, *args, **kwargs)`` evaluates ``op`` through the registry; composite rules
         (softmax, layer norm, ...) are written with it.
@@ -122,6 +126,8 @@ class RuleContext:
 
     eps: float = 1e-7
     maxpool_mode: str = "summation"
+    input_groups: int = 1
+    batch_rows: int = 0
     registry: RuleRegistry = field(default_factory=lambda: default_registry)
     node_description: str = ""
 

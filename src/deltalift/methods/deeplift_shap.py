@@ -1,0 +1,167 @@
+"""DeepLIFT-SHAP: DeepLIFT averaged over a set of references (Lundberg & Lee 2017; Captum's
+``DeepLiftShap``), with the evaluation batched in (example, reference) pairs.
+
+For ``K`` references ``x0_1 .. x0_K`` of an example ``x``::
+
+    phi(x) = 1/K sum_k C(x - x0_k)          (contributions of single-reference DeepLIFT)
+
+Summation-to-delta holds per pair: ``sum_i C_i(x - x0_k) = t(x) - t(x0_k)``; the returned
+convergence delta has one entry per pair, ordered example-major (``i * K + k``) as Captum's.
+Pairs are evaluated ``batch_size`` at a time, so memory stays bounded however many references
+there are, and the result does not depend on the batch size.  Within a batch every example is
+repeated once per reference; deltalift uses this to run the heavy input-side ops (convolutions,
+dense layers) once per example rather than once per pair.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Union
+
+import torch
+from torch import nn
+
+from deltalift.inputs import TargetType, TensorOrTuple, as_tuple, check_inputs
+from deltalift.methods.deeplift import DeepLift
+
+Tensor = torch.Tensor
+ReferenceSet = Union[Tensor, tuple[Tensor, ...], Callable[..., Any]]
+
+
+class DeepLiftShap(DeepLift):
+    """DeepLIFT averaged over references; every option of :class:`DeepLift` applies
+    (``rule="reveal_cancel"``, ``eps``, ``strict``, ...).
+
+    Parameters
+    ----------
+    batch_size:
+        How many (example, reference) pairs to evaluate at once (default 256).
+    show_progress:
+        A tqdm progress bar over the batches.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | Callable[..., Tensor],
+        multiply_by_inputs: bool = True,
+        eps: float = 1e-7,
+        *,
+        batch_size: int = 256,
+        show_progress: bool = False,
+        **options: Any,
+    ) -> None:
+        super().__init__(model, multiply_by_inputs, eps, **options)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+
+    def attribute(  # type: ignore[override]
+        self,
+        inputs: TensorOrTuple,
+        baselines: ReferenceSet,
+        target: TargetType | Callable[[Tensor], Tensor] = None,
+        additional_forward_args: Any = None,
+        return_convergence_delta: bool = False,
+        custom_attribution_func: Callable[..., tuple[Tensor, ...]] | None = None,
+    ) -> Any:
+        """Mean over references of DeepLIFT's attributions.
+
+        ``baselines``: per input, a tensor of ``K`` references ``(K, ...)`` shared by every
+        example, or ``(batch, K, ...)`` with references per example (e.g. shuffles of each
+        sequence), or a callable that returns either when called with ``inputs`` as given.
+        """
+        tensors, given_tuple = check_inputs(inputs)
+        references = _reference_sets(baselines(inputs) if callable(baselines) else baselines, tensors)
+        n_inputs, n_refs = tensors[0].shape[0], references[0].shape[1]
+        targets = _per_example_targets(target, n_inputs)
+        extra = as_tuple(additional_forward_args)
+        sums: list[Tensor] | None = None
+        deltas: list[Tensor] = []
+        for examples, refs in self._batches(n_inputs, n_refs):
+            rows = tuple(x[examples].repeat_interleave(len(refs), 0) for x in tensors)
+            ref_rows = tuple(r[examples][:, refs].flatten(0, 1) for r in references)
+            row_target = _rows_of(targets, examples, len(refs))
+            row_extra = tuple(_rows_of(a, examples, len(refs)) for a in extra)
+            result, delta, _ = self._attribute(
+                rows, ref_rows, row_target, row_extra, custom_attribution_func, groups=len(refs)
+            )
+            per_example = [r.unflatten(0, (len(examples), len(refs))).sum(1) for r in result]
+            if sums is None:
+                sums = [torch.zeros((n_inputs,) + p.shape[1:], dtype=p.dtype, device=p.device) for p in per_example]
+            for total, part in zip(sums, per_example):
+                total.index_add_(0, examples, part)
+            deltas.append(delta.unflatten(0, (len(examples), len(refs))))
+        assert sums is not None
+        means = tuple(total / n_refs for total in sums)
+        delta_rows = _ordered_deltas(deltas)
+        out = means if given_tuple else means[0]
+        return (out, delta_rows) if return_convergence_delta else out
+
+    def _batches(self, n_inputs: int, n_refs: int) -> Any:
+        """(example indices, reference indices) per batch: whole examples with all their
+        references when they fit in ``batch_size`` pairs, else slices of one example's references."""
+        if n_refs <= self.batch_size:
+            per_batch = self.batch_size // n_refs
+            chunks = [
+                (torch.arange(i, min(i + per_batch, n_inputs)), torch.arange(n_refs))
+                for i in range(0, n_inputs, per_batch)
+            ]
+        else:
+            chunks = [
+                (torch.tensor([i]), torch.arange(k, min(k + self.batch_size, n_refs)))
+                for i in range(n_inputs)
+                for k in range(0, n_refs, self.batch_size)
+            ]
+        if self.show_progress:
+            from tqdm.auto import tqdm
+
+            return tqdm(chunks, desc="DeepLIFT-SHAP", unit="batch")
+        return chunks
+
+
+def _reference_sets(baselines: Any, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Each input's references as ``(batch, K, ...)`` (a shared set ``(K, ...)`` is expanded)."""
+    given = as_tuple(baselines)
+    if len(given) != len(inputs):
+        raise ValueError(f"got {len(given)} reference sets for {len(inputs)} inputs")
+    sets = []
+    for i, (refs, x) in enumerate(zip(given, inputs)):
+        if not isinstance(refs, Tensor):
+            raise TypeError(f"baselines[{i}] must be a tensor of references (K, ...) or (batch, K, ...)")
+        refs = refs.to(dtype=x.dtype, device=x.device)
+        if refs.shape[1:] == x.shape[1:]:
+            refs = refs[None].expand((x.shape[0],) + tuple(refs.shape))
+        elif not (refs.ndim == x.ndim + 1 and refs.shape[0] == x.shape[0] and refs.shape[2:] == x.shape[1:]):
+            raise ValueError(
+                f"baselines[{i}] of shape {tuple(refs.shape)} fits neither (K, {', '.join(map(str, x.shape[1:]))}) "
+                f"nor (batch, K, ...) for inputs[{i}] of shape {tuple(x.shape)}"
+            )
+        if refs.shape[1] == 0:
+            raise ValueError(f"baselines[{i}] holds no reference")
+        if not torch.isfinite(refs).all():
+            raise ValueError(f"baselines[{i}] contains NaN or inf values")
+        sets.append(refs)
+    if len({r.shape[1] for r in sets}) != 1:
+        raise ValueError("every input needs the same number of references")
+    return tuple(sets)
+
+
+def _per_example_targets(target: Any, n_inputs: int) -> Any:
+    if isinstance(target, (list, tuple)) or (isinstance(target, Tensor) and target.ndim == 1):
+        index = torch.as_tensor(target)
+        if index.shape != (n_inputs,):
+            raise ValueError(f"target has shape {tuple(index.shape)}; give one int, or one per example ({n_inputs})")
+        return index
+    return target
+
+
+def _rows_of(value: Any, examples: Tensor, repeats: int) -> Any:
+    """A per-example tensor's rows for the pairs of ``examples`` (each repeated); others as they are."""
+    if isinstance(value, Tensor) and value.ndim > 0:
+        return value[examples.to(value.device)].repeat_interleave(repeats, 0)
+    return value
+
+
+def _ordered_deltas(parts: list[Tensor]) -> Tensor:
+    """Per-pair deltas in Captum's example-major order (the batches come in that order)."""
+    return torch.cat([p.flatten() for p in parts])
