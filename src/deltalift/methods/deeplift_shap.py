@@ -15,7 +15,8 @@ dense layers) once per example rather than once per pair.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+from collections.abc import Callable
+from typing import Any, Union
 
 import torch
 from torch import nn
