@@ -128,6 +128,7 @@ def _register_defaults(registry: RuleRegistry) -> None:
     registry.register(aten.logsumexp, composite.logsumexp)
     registry.register(aten.native_layer_norm, composite.layer_norm)
     registry.register(aten.native_group_norm, composite.group_norm)
+    registry.register(aten._native_batch_norm_legit.no_stats, composite.batch_norm_input_stats)
     for op in (aten.var, aten.var_mean, aten.std, aten.std_mean):
         registry.register(op, composite.variance)
     registry.register(aten.where, composite.where)

@@ -104,6 +104,28 @@ def group_norm(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[st
     return _contiguous(out), ctx.call(aten.squeeze.dim, mean, -1), ctx.call(aten.squeeze.dim, rstd, -1)
 
 
+def batch_norm_input_stats(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``_native_batch_norm_legit.no_stats(x, weight, bias, training, momentum, eps)`` -> ``(out, mean, rstd)``:
+    normalisation with the input's own statistics over every dimension but the channels (dim 1).
+
+    ``InstanceNorm`` reaches it with the batch folded into the channels (shape ``(1, N*C, ...)``),
+    so the statistics are per example.  (A ``BatchNorm`` with ``track_running_stats=False`` reaches
+    it with statistics over the batch: its outputs then depend on the other examples.)
+    """
+    pair, weight, bias, _training, _momentum, eps = args
+    if not is_pair(pair):
+        return linear(ctx, op, args, kwargs)
+    ndim = pair.x.ndim
+    dims = [0] + list(range(2, ndim))
+    out, mean, rstd = _normalise(ctx, pair, dims, eps)
+    affine_shape = [1, pair.x.shape[1]] + [1] * (ndim - 2)  # (InstanceNorm repeats its weight per example)
+    if weight is not None:
+        out = ctx.call(aten.mul.Tensor, out, ctx.call(aten.reshape.default, weight, affine_shape))
+    if bias is not None:
+        out = ctx.call(aten.add.Tensor, out, ctx.call(aten.reshape.default, bias, affine_shape))
+    return _contiguous(out), ctx.call(aten.reshape.default, mean, [-1]), ctx.call(aten.reshape.default, rstd, [-1])
+
+
 def _contiguous(pair: Pair) -> Pair:
     """Contiguous like the native norm kernels' outputs: the captured graph may ``view`` them
     (e.g. ``F.linear`` after a LayerNorm on a permuted tensor, as in ConvNeXt), and the
@@ -157,7 +179,7 @@ def where(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, An
 
     with torch.no_grad():
         y0 = select(cond.ref, branch.ref)
-    out = _Rescale.apply(branch.x, lambda t: select(cond.x, t), branch.ref.detach(), y0, ctx.eps)
+    out = _Rescale.apply(branch.x, lambda t: select(cond.x, t), branch.ref.detach(), y0, ctx.eps, False)
     return Pair(out, y0)
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_flatten, tree_map
 
 from deltalift.errors import UnsupportedOperationError
 from deltalift.rules.registry import Pair, RuleContext, is_float_tensor, pairs_in
@@ -41,18 +41,40 @@ def derivative_at(fn: Callable[..., Tensor], points: list[Tensor], wrt: int, sha
     return torch.zeros(shape, dtype=out.dtype, device=out.device) if grad is None else grad
 
 
-def secant_multiplier(dy: Tensor, dx: Tensor, eps: float, fallback: Callable[[], Tensor]) -> Tensor:
-    """``dy / dx`` where ``|dx| > eps``, else ``fallback()`` (the derivative at the reference).
+def secant_multiplier(dy: Tensor, dx: Tensor, eps: float, derivative: Callable[[tuple[Tensor, ...]], Tensor]) -> Tensor:
+    """``dy / dx`` where ``|dx| > eps``, else the derivative at the reference.
 
     ``dy`` is a fresh tensor and is overwritten (this runs on every nonlinearity, so it avoids
-    allocations): the common case costs a division and one reduction.  NaN
-    differences (``inf - inf``, e.g. masked attention logits) count as near and take the
-    derivative.
+    allocations): the common case costs a division and one reduction.  NaN differences
+    (``inf - inf``, e.g. masked attention logits) count as near and take the derivative.
+    ``derivative(near)`` returns the derivative at the positions ``near`` (a tuple of index
+    tensors into ``dy``'s shape, as ``nonzero(as_tuple=True)`` gives).
     """
     m = dy.div_(dx) if dy.shape == torch.broadcast_shapes(dy.shape, dx.shape) else dy / dx
     if all_far(dx, eps):
         return m
-    return torch.where(dx.abs() > eps, m, fallback())
+    near = (~(dx.abs() > eps)).expand(m.shape).nonzero(as_tuple=True)
+    m.index_put_(near, derivative(near).to(m.dtype))
+    return m
+
+
+def derivative_where(
+    fn: Callable[..., Tensor], points: list[Tensor], wrt: int, shape: torch.Size, pointwise: bool
+) -> Callable[[tuple[Tensor, ...]], Tensor]:
+    """The ``derivative`` argument of :func:`secant_multiplier` for ``fn`` at ``points``.
+
+    ``pointwise``: ``fn`` is element-wise with no tensor argument besides ``points``, so it can
+    be evaluated on the few near positions alone; otherwise it is differentiated on the whole
+    broadcast shape and the near positions are picked out.
+    """
+
+    def derivative(near: tuple[Tensor, ...]) -> Tensor:
+        if pointwise:
+            picked = [p.detach().expand(shape)[near] for p in points]
+            return derivative_at(fn, picked, wrt, picked[wrt].shape)
+        return derivative_at(fn, points, wrt, shape)[near]
+
+    return derivative
 
 
 def all_far(dx: Tensor, eps: float) -> bool:
@@ -62,10 +84,12 @@ def all_far(dx: Tensor, eps: float) -> bool:
 
 class _Rescale(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor], x0: Tensor, y0: Tensor, eps: float) -> Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor], x0: Tensor, y0: Tensor, eps: float, pointwise: bool
+    ) -> Tensor:
         y = fn(x)
         shape = torch.broadcast_shapes(y.shape, y0.shape)
-        m = secant_multiplier(y - y0, x - x0, eps, lambda: derivative_at(fn, [x0], 0, shape))
+        m = secant_multiplier(y - y0, x - x0, eps, derivative_where(fn, [x0], 0, shape, pointwise))
         ctx.save_for_backward(m)
         ctx.x_shape = x.shape
         return y
@@ -73,7 +97,7 @@ class _Rescale(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         (m,) = ctx.saved_tensors
-        return (grad * m).sum_to_size(ctx.x_shape), None, None, None, None
+        return (grad * m).sum_to_size(ctx.x_shape), None, None, None, None, None
 
 
 class _Shapley2(torch.autograd.Function):
@@ -87,14 +111,15 @@ class _Shapley2(torch.autograd.Function):
         b0: Tensor,
         y0: Tensor,
         eps: float,
+        pointwise: bool,
     ) -> Tensor:
         y = fn(a, b)
         y_a, y_b = fn(a, b0), fn(a0, b)
         phi_a = 0.5 * ((y_a - y0) + (y - y_b))
         phi_b = 0.5 * ((y_b - y0) + (y - y_a))
         shape = torch.broadcast_shapes(y.shape, y0.shape)
-        m_a = secant_multiplier(phi_a, a - a0, eps, lambda: derivative_at(fn, [a0, b0], 0, shape))
-        m_b = secant_multiplier(phi_b, b - b0, eps, lambda: derivative_at(fn, [a0, b0], 1, shape))
+        m_a = secant_multiplier(phi_a, a - a0, eps, derivative_where(fn, [a0, b0], 0, shape, pointwise))
+        m_b = secant_multiplier(phi_b, b - b0, eps, derivative_where(fn, [a0, b0], 1, shape, pointwise))
         ctx.save_for_backward(m_a, m_b)
         ctx.shapes = (a.shape, b.shape)
         return y
@@ -103,7 +128,7 @@ class _Shapley2(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         m_a, m_b = ctx.saved_tensors
         a_shape, b_shape = ctx.shapes
-        return (grad * m_a).sum_to_size(a_shape), (grad * m_b).sum_to_size(b_shape), None, None, None, None, None
+        return (grad * m_a).sum_to_size(a_shape), (grad * m_b).sum_to_size(b_shape), None, None, None, None, None, None
 
 
 def _substitute(tree: Any, replacements: dict[int, Any]) -> Any:
@@ -115,11 +140,18 @@ def _substitute(tree: Any, replacements: dict[int, Any]) -> Any:
     )
 
 
-def rescale_function(ctx: RuleContext, fn: Callable[[Tensor], Tensor], pair: Pair) -> Pair:
-    """Apply Rescale to an element-wise ``fn`` of one activation."""
+def rescale_function(ctx: RuleContext, fn: Callable[[Tensor], Tensor], pair: Pair, pointwise: bool = False) -> Pair:
+    """Apply Rescale to an element-wise ``fn`` of one activation (``pointwise``: no other
+    tensor argument, see :func:`derivative_where`)."""
     with torch.no_grad():
         y0 = fn(pair.ref)
-    return Pair(_Rescale.apply(pair.x, fn, pair.ref.detach(), y0, ctx.eps), y0)
+    return Pair(_Rescale.apply(pair.x, fn, pair.ref.detach(), y0, ctx.eps, pointwise), y0)
+
+
+def only_scalar_arguments(args: Any, kwargs: Any) -> bool:
+    """No tensor among the arguments apart from the Pairs."""
+    leaves = tree_flatten((args, kwargs), is_leaf=lambda v: isinstance(v, Pair))[0]
+    return not any(isinstance(v, Tensor) for v in leaves)
 
 
 def rescale(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -133,9 +165,10 @@ def rescale(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, 
         def fn(t: Tensor) -> Tensor:
             return op(*_substitute(args, {id(pair): t}), **_substitute(kwargs, {id(pair): t}))
 
-        return rescale_function(ctx, fn, pair)
+        return rescale_function(ctx, fn, pair, only_scalar_arguments(args, kwargs))
     if len(pairs) == 2:
-        return shapley2_function(ctx, _two_argument_fn(op, args, kwargs, pairs), pairs[0], pairs[1])
+        fn2 = _two_argument_fn(op, args, kwargs, pairs)
+        return shapley2_function(ctx, fn2, pairs[0], pairs[1], only_scalar_arguments(args, kwargs))
     raise UnsupportedOperationError(f"{op} has {len(pairs)} inputs that depend on the explained input")
 
 
@@ -149,18 +182,20 @@ def _two_argument_fn(op: Any, args: Any, kwargs: Any, pairs: list[Pair]) -> Call
     return fn
 
 
-def shapley2_function(ctx: RuleContext, fn: Callable[[Tensor, Tensor], Tensor], a: Pair, b: Pair) -> Pair:
+def shapley2_function(
+    ctx: RuleContext, fn: Callable[[Tensor, Tensor], Tensor], a: Pair, b: Pair, pointwise: bool = False
+) -> Pair:
     """Apply the exact two-player Shapley split to an element-wise ``fn(a, b)``."""
     with torch.no_grad():
         y0 = fn(a.ref, b.ref)
-    out = _Shapley2.apply(a.x, b.x, fn, a.ref.detach(), b.ref.detach(), y0, ctx.eps)
+    out = _Shapley2.apply(a.x, b.x, fn, a.ref.detach(), b.ref.detach(), y0, ctx.eps, pointwise)
     return Pair(out, y0)
 
 
 def first_output_rescale(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Rescale for an element-wise op that returns ``(value, buffer)``, e.g. ``log_sigmoid_forward``."""
     (pair,) = pairs_in(args)
-    out = rescale_function(ctx, lambda t: op(t, *args[1:], **kwargs)[0], pair)
+    out = rescale_function(ctx, lambda t: op(t, *args[1:], **kwargs)[0], pair, only_scalar_arguments(args, kwargs))
     with torch.no_grad():
         _, buffer = op(pair.ref, *args[1:], **kwargs)
     return (out, Pair(buffer, buffer))

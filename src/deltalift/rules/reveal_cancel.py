@@ -30,7 +30,7 @@ import torch
 from torch.fx import Node
 
 from deltalift.rules.registry import Pair
-from deltalift.rules.rescale import derivative_at, secant_multiplier
+from deltalift.rules.rescale import derivative_where, secant_multiplier
 
 Tensor = torch.Tensor
 aten = torch.ops.aten
@@ -139,9 +139,7 @@ class _RevealCancel(torch.autograd.Function):
         dy_pos = 0.5 * (f(z0 + dz_pos) - f_z0) + 0.5 * (f(z0 + dz_neg + dz_pos) - f(z0 + dz_neg))
         dy_neg = 0.5 * (f(z0 + dz_neg) - f_z0) + 0.5 * (f(z0 + dz_pos + dz_neg) - f(z0 + dz_pos))
 
-        def derivative() -> Tensor:
-            return derivative_at(f, [z0], 0, shape)
-
+        derivative = derivative_where(f, [z0], 0, shape, pointwise=False)
         m_pos = secant_multiplier(dy_pos, dz_pos, eps, derivative)
         m_neg = secant_multiplier(dy_neg, dz_neg, eps, derivative)
         ctx.save_for_backward(dx, m_pos, m_neg, w_pos, w_neg)
