@@ -6,19 +6,16 @@
 - :mod:`~deltalift.genomics.modisco`: ``.npz`` inputs for TF-MoDISco (tfmodisco-lite).
 - :mod:`~deltalift.genomics.logo`: sequence logos (needs ``pip install 'deltalift[plot]'``).
 
-A typical run::
+- :mod:`~deltalift.genomics.attribute`: DeepLIFT-SHAP over dinucleotide shuffles, ``(N, 4, L)``.
 
-    X = one_hot_encode_fasta("peaks.fa")                               # (N, 4, L)
-    refs = dinucleotide_shuffle(X, n=20, random_state=0)               # (N, 20, 4, L)
-    explainer = DeepLift(model)
-    hyp = torch.stack([
-        explainer.attribute(X[i].expand(20, -1, -1), baselines=refs[i], target=0,
-                            custom_attribution_func=hypothetical_contributions).mean(0)
-        for i in range(len(X))
-    ])
+A typical run (or ``deltalift genomics attribute --model m.pt --fasta peaks.fa --out DIR``)::
+
+    X = one_hot_encode_fasta("peaks.fa")                                  # (N, 4, L)
+    hyp = deep_lift_shap(model, X, target=0, n_shuffles=20, hypothetical=True, random_state=0)
     save_modisco_inputs(X, hyp, "ohe.npz", "attr.npz")    # modisco motifs -s ohe.npz -a attr.npz -n 2000
 """
 
+from deltalift.genomics.attribute import deep_lift_shap
 from deltalift.genomics.hypothetical import hypothetical_contributions
 from deltalift.genomics.logo import plot_logo
 from deltalift.genomics.modisco import load_modisco_inputs, save_modisco_inputs
@@ -26,6 +23,7 @@ from deltalift.genomics.one_hot import decode_one_hot, one_hot_encode, one_hot_e
 from deltalift.genomics.shuffle import dinucleotide_shuffle, shuffle
 
 __all__ = [
+    "deep_lift_shap",
     "decode_one_hot",
     "dinucleotide_shuffle",
     "hypothetical_contributions",
