@@ -141,23 +141,27 @@ def input_dependent(program: CapturedProgram, n_explained: int) -> set[torch.fx.
     return dependent
 
 
-def run_graph(
+#: How a walk evaluates one ``call_function`` node: ``(node, args, kwargs, env) -> value``.
+Evaluate = Callable[[torch.fx.Node, Any, Any, dict[torch.fx.Node, Any]], Any]
+
+
+def walk_graph(
     program: CapturedProgram,
     model: nn.Module,
     user_args: Sequence[Any],
-    ctx: RuleContext,
-    plan: Plan | None = None,
+    evaluate: Evaluate,
+    free_after: dict[torch.fx.Node, list[torch.fx.Node]] | None = None,
     tap: tuple[torch.fx.Node, Callable[[Any], Any]] | None = None,
     until: torch.fx.Node | None = None,
 ) -> Any:
-    """Evaluate the captured graph; ``user_args`` holds Pairs for the explained inputs and plain
-    values for additional arguments.  Returns the model's user output(s), Pairs where they
-    depend on the explained inputs.
+    """Walk the captured graph in order, feeding placeholders (live parameters and buffers,
+    constants, ``user_args``) and evaluating each op with ``evaluate``; values are dropped after
+    their last use.  Returns the model's user outputs.
 
     ``tap = (node, fn)`` replaces that node's value by ``fn(value)`` (e.g. a fresh leaf, to read
-    multipliers at a layer); ``until`` stops the walk at that node and returns its value.
+    gradients at a layer); ``until`` stops the walk at that node and returns its value.
     """
-    plan = plan or Plan(free_after=program.free_after)
+    free_after = program.free_after if free_after is None else free_after
     env: dict[torch.fx.Node, Any] = {}
     placeholder_index = 0
     result: Any = None
@@ -172,12 +176,7 @@ def run_graph(
             else:
                 env[node] = user_args[key]
         elif node.op == "call_function":
-            args = map_arg(node.args, env.__getitem__)
-            kwargs = map_arg(node.kwargs, env.__getitem__)
-            if node in plan.reveal_cancel and isinstance(args[0], Pair):
-                env[node] = _reveal_cancel(ctx, node, plan.reveal_cancel[node], env, args, kwargs)
-            else:
-                env[node] = _call(ctx, node, args, kwargs)
+            env[node] = evaluate(node, map_arg(node.args, env.__getitem__), map_arg(node.kwargs, env.__getitem__), env)
         elif node.op == "output":
             outputs = map_arg(node.args[0], env.__getitem__)
             result = [outputs[i] for i in program.user_output_positions]
@@ -187,9 +186,56 @@ def run_graph(
             env[node] = tap[1](env[node])
         if until is not None and node is until:
             return env[node]
-        for done in plan.free_after.get(node, ()):
+        for done in free_after.get(node, ()):
             env.pop(done, None)
     return result
+
+
+def run_graph(
+    program: CapturedProgram,
+    model: nn.Module,
+    user_args: Sequence[Any],
+    ctx: RuleContext,
+    plan: Plan | None = None,
+    tap: tuple[torch.fx.Node, Callable[[Any], Any]] | None = None,
+    until: torch.fx.Node | None = None,
+) -> Any:
+    """DeepLIFT's walk: ``user_args`` holds Pairs for the explained inputs and plain values for
+    additional arguments; each op goes through its rule (RevealCancel where ``plan`` says).
+    Returns the model's user output(s), Pairs where they depend on the explained inputs."""
+    plan = plan or Plan(free_after=program.free_after)
+
+    def evaluate(node: torch.fx.Node, args: Any, kwargs: Any, env: dict[torch.fx.Node, Any]) -> Any:
+        if node in plan.reveal_cancel and isinstance(args[0], Pair):
+            return _reveal_cancel(ctx, node, plan.reveal_cancel[node], env, args, kwargs)
+        return _call(ctx, node, args, kwargs)
+
+    return walk_graph(program, model, user_args, evaluate, plan.free_after, tap, until)
+
+
+#: A replacement for an op in a plain walk: ``(op, args, kwargs) -> value``.
+Override = Callable[[Any, Any, Any], Any]
+
+
+def run_plain(
+    program: CapturedProgram,
+    model: nn.Module,
+    user_args: Sequence[Any],
+    overrides: dict[Any, Override] | None = None,
+    tap: tuple[torch.fx.Node, Callable[[Any], Any]] | None = None,
+    until: torch.fx.Node | None = None,
+) -> Any:
+    """The ordinary forward pass (with autograd) over the captured graph, where ``overrides``
+    (keyed by op overload or packet, e.g. ``torch.ops.aten.relu``) replace ops wherever they
+    occur, functional or not: the base of Guided Backprop, DeconvNet and LRP."""
+    overrides = overrides or {}
+
+    def evaluate(node: torch.fx.Node, args: Any, kwargs: Any, env: dict[torch.fx.Node, Any]) -> Any:
+        op = node.target
+        override = overrides.get(op) or overrides.get(getattr(op, "overloadpacket", None))
+        return override(op, args, kwargs) if override is not None else op(*args, **kwargs)  # type: ignore[operator]
+
+    return walk_graph(program, model, user_args, evaluate, tap=tap, until=until)
 
 
 def _call(ctx: RuleContext, node: torch.fx.Node, args: Any, kwargs: Any) -> Any:
