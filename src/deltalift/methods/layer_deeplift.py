@@ -23,12 +23,9 @@ Tensor = torch.Tensor
 NeuronSelector = Union[int, tuple[int, ...], Callable[[Tensor], Tensor]]
 
 
-class LayerDeepLift(DeepLift):
-    """Contributions ``m(da, dt) * (a - a0)`` of a layer's activations ``a`` to the target.
-
-    Summation-to-delta holds at the layer when every path from the inputs to the output runs
-    through it (the returned delta says how far it is off otherwise).
-    """
+class _AtLayer(DeepLift):
+    """A DeepLift that also holds a layer (module, module path or graph node name); every
+    option of :class:`DeepLift` applies."""
 
     def __init__(
         self,
@@ -40,6 +37,14 @@ class LayerDeepLift(DeepLift):
     ) -> None:
         super().__init__(model, multiply_by_inputs, eps, **options)
         self.layer = layer
+
+
+class LayerDeepLift(_AtLayer):
+    """Contributions ``m(da, dt) * (a - a0)`` of a layer's activations ``a`` to the target.
+
+    Summation-to-delta holds at the layer when every path from the inputs to the output runs
+    through it (the returned delta says how far it is off otherwise).
+    """
 
     def attribute(  # type: ignore[override]
         self,
@@ -66,24 +71,13 @@ class LayerDeepLift(DeepLift):
         return (result, delta) if return_convergence_delta else result
 
 
-class NeuronDeepLift(DeepLift):
+class NeuronDeepLift(_AtLayer):
     """Contributions of the inputs to one neuron of an internal layer.
 
     ``neuron_selector`` is an index into the layer's activation without the batch dimension
     (an int for a flat layer, a tuple otherwise) or a callable mapping the activation to one
     value per example.
     """
-
-    def __init__(
-        self,
-        model: nn.Module | Callable[..., Tensor],
-        layer: LayerType,
-        multiply_by_inputs: bool = True,
-        eps: float = 1e-7,
-        **options: Any,
-    ) -> None:
-        super().__init__(model, multiply_by_inputs, eps, **options)
-        self.layer = layer
 
     def attribute(  # type: ignore[override]
         self,
