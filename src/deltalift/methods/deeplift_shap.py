@@ -79,8 +79,8 @@ class DeepLiftShap(DeepLift):
         sums: list[Tensor] | None = None
         deltas: list[Tensor] = []
         for examples, refs in self._batches(n_inputs, n_refs):
-            rows = tuple(x[examples].repeat_interleave(len(refs), 0) for x in tensors)
-            ref_rows = tuple(r[examples][:, refs].flatten(0, 1) for r in references)
+            rows = tuple(x[examples.to(x.device)].repeat_interleave(len(refs), 0) for x in tensors)
+            ref_rows = tuple(r[examples.to(r.device)][:, refs.to(r.device)].flatten(0, 1) for r in references)
             row_target = _rows_of(targets, examples, len(refs))
             row_extra = tuple(_rows_of(a, examples, len(refs)) for a in extra)
             result, delta, _ = self._attribute(
@@ -90,7 +90,7 @@ class DeepLiftShap(DeepLift):
             if sums is None:
                 sums = [torch.zeros((n_inputs,) + p.shape[1:], dtype=p.dtype, device=p.device) for p in per_example]
             for total, part in zip(sums, per_example):
-                total.index_add_(0, examples, part)
+                total.index_add_(0, examples.to(total.device), part)
             deltas.append(delta.unflatten(0, (len(examples), len(refs))))
         assert sums is not None
         means = tuple(total / n_refs for total in sums)
