@@ -96,7 +96,9 @@ def main() -> None:
     refs = shuffled_references(x, args.references, seed=2)
     ours = DeepLiftShap(model, batch_size=args.sequences * args.references)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(f"BPNet-like, {args.sequences} sequences x {args.references} references x {args.length} bp, median of {args.repeats}\n")
+    print(
+        f"BPNet-like, {args.sequences} sequences x {args.references} references x {args.length} bp, median of {args.repeats}\n"
+    )
     timings = {"deltalift": median_seconds(lambda: ours.attribute(x, refs, target=0), args.repeats)}
     reference_result = ours.attribute(x, refs, target=0)
     for name, fn in (("tangermeme", tangermeme_shap), ("captum", captum_shap)):
