@@ -17,7 +17,22 @@ from deltalift.errors import (
     MissingRuleError,
     UnsupportedOperationError,
 )
-from deltalift.methods import DeepLift, DeepLiftShap, LayerDeepLift, NeuronDeepLift
+from deltalift.methods import (
+    Deconvolution,
+    DeepLift,
+    DeepLiftShap,
+    GuidedBackprop,
+    GuidedGradCam,
+    InputXGradient,
+    IntegratedGradients,
+    InternalInfluence,
+    LayerDeepLift,
+    LayerGradCam,
+    NeuronDeepLift,
+    NoiseTunnel,
+    Occlusion,
+    Saliency,
+)
 from deltalift.rules import register_rule
 
 __version__ = "0.1.0"
@@ -25,6 +40,16 @@ __version__ = "0.1.0"
 __all__ = [
     "DeepLift",
     "DeepLiftShap",
+    "Deconvolution",
+    "GuidedBackprop",
+    "GuidedGradCam",
+    "InputXGradient",
+    "IntegratedGradients",
+    "InternalInfluence",
+    "LayerGradCam",
+    "NoiseTunnel",
+    "Occlusion",
+    "Saliency",
     "LayerDeepLift",
     "NeuronDeepLift",
     "register_rule",

@@ -2,6 +2,29 @@
 
 from deltalift.methods.deeplift import DeepLift
 from deltalift.methods.deeplift_shap import DeepLiftShap
+from deltalift.methods.grad_cam import GuidedGradCam, LayerGradCam, interpolate
+from deltalift.methods.gradients import InputXGradient, Saliency
+from deltalift.methods.guided import Deconvolution, GuidedBackprop
+from deltalift.methods.integrated_gradients import IntegratedGradients
+from deltalift.methods.internal_influence import InternalInfluence
 from deltalift.methods.layer_deeplift import LayerDeepLift, NeuronDeepLift
+from deltalift.methods.noise_tunnel import NoiseTunnel
+from deltalift.methods.occlusion import Occlusion
 
-__all__ = ["DeepLift", "DeepLiftShap", "LayerDeepLift", "NeuronDeepLift"]
+__all__ = [
+    "DeepLift",
+    "DeepLiftShap",
+    "Deconvolution",
+    "GuidedBackprop",
+    "GuidedGradCam",
+    "InputXGradient",
+    "IntegratedGradients",
+    "InternalInfluence",
+    "LayerDeepLift",
+    "LayerGradCam",
+    "NeuronDeepLift",
+    "NoiseTunnel",
+    "Occlusion",
+    "Saliency",
+    "interpolate",
+]

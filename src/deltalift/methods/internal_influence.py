@@ -1,0 +1,99 @@
+"""Internal influence (Leino, Sen, Datta, Fredrikson & Li, ITC 2018, "Influence-Directed
+Explanations for Deep Convolutional Networks"), with Captum's interface and definition.
+
+The gradient of the target with respect to a layer's activation ``z``, integrated along the
+straight path from the baseline to the input::
+
+    II_j(x) = int_0^1 dt/dz_j (z(x0 + a (x - x0))) da  ~  sum_k w_k dt/dz_j (z(x0 + a_k (x - x0)))
+
+with the quadrature ``(a_k, w_k)`` of :mod:`deltalift.methods.integrated_gradients` (Captum's).
+The activation is read in the captured graph of ATen operations, so the layer can be a module,
+a module path or a graph node name, and a reused module's calls are told apart by node name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from deltalift.inputs import BaselineType, TargetType, TensorOrTuple, as_tuple, check_baselines
+from deltalift.layers import LayerType
+from deltalift.methods.captured_gradient import captured_gradients
+from deltalift.methods.gradients import Model, checked_inputs
+from deltalift.methods.integrated_gradients import integrate_gradients
+
+Tensor = torch.Tensor
+
+
+class InternalInfluence:
+    """Path-integrated gradient of the target at a layer (Leino et al. 2018; Captum's
+    ``InternalInfluence``).
+
+    Parameters
+    ----------
+    model:
+        An ``nn.Module`` or a forward function that ``torch.export`` can capture.
+    layer:
+        A module of ``model``, a module path (``"features.3"``) or a graph node name
+        (``"relu_1"``; as in ``torch.export``'s printout).
+    """
+
+    def __init__(self, model: Model, layer: LayerType) -> None:
+        self.model = model
+        self.layer = layer
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return False
+
+    def has_convergence_delta(self) -> bool:
+        return False
+
+    def attribute(
+        self,
+        inputs: TensorOrTuple,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "gausslegendre",
+        attribute_to_layer_input: bool = False,
+        internal_batch_size: int | None = None,
+    ) -> Tensor:
+        """Internal influence of the layer's output (or input) activations on ``target``.
+
+        Parameters
+        ----------
+        inputs, baselines, target, additional_forward_args, n_steps, method, internal_batch_size:
+            As :meth:`IntegratedGradients.attribute
+            <deltalift.methods.integrated_gradients.IntegratedGradients.attribute>`.
+        attribute_to_layer_input:
+            Differentiate with respect to the activation entering the layer instead of the one
+            leaving it.
+
+        Returns
+        -------
+        One tensor shaped like the layer's activation for the inputs, ``(batch, ...)``.
+        """
+        tensors, _ = checked_inputs(self.model, inputs)
+        references, _ = check_baselines(baselines, tensors)
+
+        def layer_gradient(scaled: tuple[Tensor, ...], tgt: TargetType, args: tuple[Any, ...]) -> tuple[Tensor, ...]:
+            found = captured_gradients(
+                self.model, scaled, tgt, args, layer=self.layer, layer_input=attribute_to_layer_input
+            )
+            assert found.layer_gradient is not None
+            return (found.layer_gradient.detach(),)
+
+        (influence,) = integrate_gradients(
+            layer_gradient,
+            tensors,
+            references,
+            target,
+            as_tuple(additional_forward_args),
+            n_steps,
+            method,
+            internal_batch_size,
+        )
+        return influence
