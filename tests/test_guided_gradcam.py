@@ -484,7 +484,9 @@ def test_grad_cam_on_functional_and_reused_layers_equals_module_per_use_twin(twi
     functional, per_use = twins
     torch.manual_seed(13)
     x, target = torch.randn(3, 2, 8, 8, dtype=DTYPE), [1, 3, 0]
-    for node, twin_layer in (("relu", per_use.relu1), ("relu_1", per_use.relu2), ("relu_2", per_use.relu3)):
+    with pytest.raises(ValueError, match="both a module path and a graph node name"):
+        LayerGradCam(functional, "relu").attribute(x, target=target)
+    for node, twin_layer in (("node:relu", per_use.relu1), ("relu_1", per_use.relu2), ("relu_2", per_use.relu3)):
         ours = LayerGradCam(functional, node).attribute(x, target=target)
         twin = LayerGradCam(per_use, twin_layer).attribute(x, target=target)
         torch.testing.assert_close(ours, twin, **TIGHT)

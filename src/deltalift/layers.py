@@ -24,13 +24,24 @@ def find_layer(
     """The graph node holding ``layer``'s output (or input) activation.
 
     ``layer`` is a module of ``model``, a module path (``"features.3"``) or a graph node name
-    (``"relu_2"``, as in the errors and in ``torch.export``'s printout).
+    (``"relu_2"``, as in the errors and in ``torch.export``'s printout; ``"node:relu"`` where a
+    module has the same name).
     """
     dependent = input_dependent(program, n_explained)
     nodes = {node.name: node for node in program.graph.nodes}
-    if isinstance(layer, str) and layer in nodes:
-        node = nodes[layer]
-        return _single(_entering([node], dependent), f"graph node {layer}", "inputs") if use_input else node
+    if isinstance(layer, str):
+        name = layer.removeprefix("node:")
+        is_module = layer in dict(model.named_modules())
+        if name in nodes and is_module and not layer.startswith("node:"):
+            raise ValueError(
+                f"{layer!r} is both a module path and a graph node name; pass the module itself, "
+                f"or 'node:{layer}' for the graph node"
+            )
+        if name in nodes and (layer.startswith("node:") or not is_module):
+            node = nodes[name]
+            return _single(_entering([node], dependent), f"graph node {name}", "inputs") if use_input else node
+        if layer.startswith("node:"):
+            raise ValueError(f"the captured graph has no node named {name!r}")
     paths = _paths(model, layer)
     sites: dict[str, list[torch.fx.Node]] = {}
     for node in program.graph.nodes:

@@ -10,7 +10,8 @@ and Guided Grad-CAM (section 3, "Guided Grad-CAM") is the element-wise product o
 Backprop attribution with ``L`` upsampled to the input's spatial size.
 
 A string that is both a graph node name and a module path (``"relu"`` in a model with a
-``self.relu`` and an ``F.relu``) means the graph node; pass the module itself to mean the module.
+``self.relu`` and an ``F.relu``) is refused as ambiguous: pass the module itself for the module,
+``"node:relu"`` for the graph node.
 
 The layer is read in the captured ATen graph: it may be a module, a module path
 (``"features.3"``) or a graph node name (``"relu_2"``), so the output of a functional op or one
