@@ -18,6 +18,7 @@ from deltalift.errors import (
     UnsupportedOperationError,
 )
 from deltalift.methods import (
+    LRP,
     Deconvolution,
     DeepLift,
     DeepLiftShap,
@@ -47,6 +48,7 @@ __all__ = [
     "IntegratedGradients",
     "InternalInfluence",
     "LayerGradCam",
+    "LRP",
     "NoiseTunnel",
     "Occlusion",
     "Saliency",

@@ -8,6 +8,7 @@ from deltalift.methods.guided import Deconvolution, GuidedBackprop
 from deltalift.methods.integrated_gradients import IntegratedGradients
 from deltalift.methods.internal_influence import InternalInfluence
 from deltalift.methods.layer_deeplift import LayerDeepLift, NeuronDeepLift
+from deltalift.methods.lrp import LRP
 from deltalift.methods.noise_tunnel import NoiseTunnel
 from deltalift.methods.occlusion import Occlusion
 
@@ -20,6 +21,7 @@ __all__ = [
     "InputXGradient",
     "IntegratedGradients",
     "InternalInfluence",
+    "LRP",
     "LayerDeepLift",
     "LayerGradCam",
     "NeuronDeepLift",
