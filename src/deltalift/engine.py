@@ -29,22 +29,6 @@ from deltalift.rules.reveal_cancel import WeightedInput, find_weighted_input, li
 RULE_CHOICES = ("rescale", "reveal_cancel", "genomics_default")
 
 
-def describe(node: torch.fx.Node) -> str:
-    """Where a graph node comes from: module path and source line, when export recorded them."""
-    parts = [f"graph node {node.name}"]
-    stack = node.meta.get("nn_module_stack")
-    if stack:
-        path, module_type = list(stack.values())[-1]
-        type_name = getattr(module_type, "__name__", str(module_type)).rsplit(".", 1)[-1]
-        parts.append(f"in module '{path}' ({type_name})")
-    trace = node.meta.get("stack_trace")
-    if trace:
-        lines = [line.strip() for line in trace.strip().splitlines() if line.strip()]
-        if len(lines) >= 2:
-            parts.append(f"from {lines[-2]}: {lines[-1]}")
-    return ", ".join(parts)
-
-
 def module_path(node: torch.fx.Node) -> str:
     """The dotted path of the innermost module that ran ``node`` ("" for the model itself)."""
     stack = node.meta.get("nn_module_stack")
@@ -243,7 +227,7 @@ def _call(ctx: RuleContext, node: torch.fx.Node, args: Any, kwargs: Any) -> Any:
     if not pairs_in((args, kwargs)):
         with torch.no_grad():
             return op(*args, **kwargs)  # type: ignore[operator]
-    ctx.node_description = describe(node)
+    ctx.node = node
     try:
         return ctx.registry.lookup(op, ctx.node_description)(ctx, op, args, kwargs)
     except (MissingRuleError, UnsupportedOperationError):

@@ -43,7 +43,7 @@ from torch import nn
 from torch.fx import Node
 
 from deltalift.capture import CapturedProgram, as_module, capture
-from deltalift.engine import describe, input_dependent, module_path, walk_graph
+from deltalift.engine import input_dependent, module_path, walk_graph
 from deltalift.errors import UnsupportedOperationError
 from deltalift.inputs import TargetType, TensorOrTuple, as_tuple, check_inputs, check_model, select_target
 from deltalift.methods.lrp_composites import Composite, as_composite
@@ -58,6 +58,7 @@ from deltalift.methods.lrp_rules import (
     Uniform,
 )
 from deltalift.rules import ELEMENTWISE_OPS, LINEAR_OPS, NO_GRADIENT_OPS, SKIPPED_OPS
+from deltalift.rules.registry import describe
 
 Tensor = torch.Tensor
 Attribution = Union[Tensor, tuple[Tensor, ...]]

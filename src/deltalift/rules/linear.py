@@ -15,10 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.utils._pytree import tree_map
 
 from deltalift.errors import UnsupportedOperationError
-from deltalift.rules.registry import Pair, RuleContext, pairs_in, side, zip_output
+from deltalift.rules.registry import Pair, RuleContext, map_pairs, pairs_in, side, zip_output
 
 
 def evaluate_both(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -56,14 +55,12 @@ def _broadcasts_to(ref_out: Any, x_out: Any) -> bool:
 def _expanded_reference_side(tree: Any) -> Any:
     """The reference side with tensors expanded to the input side's shape and sizes taken from it."""
 
-    def expand(value: Any) -> Any:
-        if not isinstance(value, Pair):
-            return value
+    def expand(value: Pair) -> Any:
         if isinstance(value.x, torch.Tensor) and isinstance(value.ref, torch.Tensor):
             return torch.empty_like(value.x).copy_(value.ref.expand_as(value.x))  # the input's strides
         return value.x
 
-    return tree_map(expand, tree, is_leaf=lambda v: isinstance(v, Pair))
+    return map_pairs(tree, expand)
 
 
 def _same_on_both_sides(pair: Pair) -> bool:

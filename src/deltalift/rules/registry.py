@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
-from torch.utils._pytree import tree_map
 
 from deltalift.errors import MissingRuleError
 
@@ -39,21 +38,47 @@ def is_pair(value: Any) -> bool:
     return isinstance(value, Pair)
 
 
-def _is_leaf(value: Any) -> bool:
-    return isinstance(value, Pair)
+def map_pairs(tree: Any, fn: Callable[[Pair], Any]) -> Any:
+    """Replace every Pair in an op's (nested tuple, list, dict) arguments by ``fn(pair)``.
+
+    (A plain recursion: this runs for every op of every call, where pytree is slow.)"""
+    if isinstance(tree, Pair):
+        return fn(tree)
+    if isinstance(tree, list):  # also torch.fx's immutable_list
+        return [map_pairs(v, fn) for v in tree]
+    if isinstance(tree, tuple):
+        return tuple(map_pairs(v, fn) for v in tree)
+    if isinstance(tree, dict):
+        return {k: map_pairs(v, fn) for k, v in tree.items()}
+    return tree
 
 
 def side(tree: Any, which: str) -> Any:
     """Replace every Pair in a (nested) argument structure by one of its sides."""
-    index = 0 if which == "x" else 1
-    return tree_map(lambda v: v[index] if isinstance(v, Pair) else v, tree, is_leaf=_is_leaf)
+    return map_pairs(tree, (lambda p: p.x) if which == "x" else (lambda p: p.ref))
 
 
 def pairs_in(tree: Any) -> list[Pair]:
     """All Pairs inside a (nested) argument structure, in order."""
     found: list[Pair] = []
-    tree_map(lambda v: found.append(v) if isinstance(v, Pair) else None, tree, is_leaf=_is_leaf)
+    map_pairs(tree, found.append)
     return found
+
+
+def describe(node: Any) -> str:
+    """Where a graph node comes from: module path and source line, when export recorded them."""
+    parts = [f"graph node {node.name}"]
+    stack = node.meta.get("nn_module_stack")
+    if stack:
+        path, module_type = list(stack.values())[-1]
+        type_name = getattr(module_type, "__name__", str(module_type)).rsplit(".", 1)[-1]
+        parts.append(f"in module '{path}' ({type_name})")
+    trace = node.meta.get("stack_trace")
+    if trace:
+        lines = [line.strip() for line in trace.strip().splitlines() if line.strip()]
+        if len(lines) >= 2:
+            parts.append(f"from {lines[-2]}: {lines[-1]}")
+    return ", ".join(parts)
 
 
 def zip_output(x_out: Any, ref_out: Any) -> Any:
@@ -129,7 +154,11 @@ class RuleContext:
     input_groups: int = 1
     batch_rows: int = 0
     registry: RuleRegistry = field(default_factory=lambda: default_registry)
-    node_description: str = ""
+    node: Any = None  #: the graph node being evaluated, for error messages
+
+    @property
+    def node_description(self) -> str:
+        return describe(self.node) if self.node is not None else ""
 
     def call(self, op: Any, *args: Any, **kwargs: Any) -> Any:
         if not pairs_in((args, kwargs)):

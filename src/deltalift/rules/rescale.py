@@ -22,10 +22,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.utils._pytree import tree_flatten, tree_map
 
 from deltalift.errors import UnsupportedOperationError
-from deltalift.rules.registry import Pair, RuleContext, is_float_tensor, pairs_in
+from deltalift.rules.registry import Pair, RuleContext, is_float_tensor, map_pairs, pairs_in
 
 Tensor = torch.Tensor
 
@@ -50,7 +49,7 @@ def secant_multiplier(dy: Tensor, dx: Tensor, eps: float, derivative: Callable[[
     ``derivative(near)`` returns the derivative at the positions ``near`` (a tuple of index
     tensors into ``dy``'s shape, as ``nonzero(as_tuple=True)`` gives).
     """
-    m = dy.div_(dx) if dy.shape == torch.broadcast_shapes(dy.shape, dx.shape) else dy / dx
+    m = dy.div_(dx) if dy.shape == dx.shape else dy / dx
     if all_far(dx, eps):
         return m
     near = (~(dx.abs() > eps)).expand(m.shape).nonzero(as_tuple=True)
@@ -88,7 +87,7 @@ class _Rescale(torch.autograd.Function):
         ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor], x0: Tensor, y0: Tensor, eps: float, pointwise: bool
     ) -> Tensor:
         y = fn(x)
-        shape = torch.broadcast_shapes(y.shape, y0.shape)
+        shape = y.shape if y.shape == y0.shape else torch.broadcast_shapes(y.shape, y0.shape)
         m = secant_multiplier(y - y0, x - x0, eps, derivative_where(fn, [x0], 0, shape, pointwise))
         ctx.save_for_backward(m)
         ctx.x_shape = x.shape
@@ -117,7 +116,7 @@ class _Shapley2(torch.autograd.Function):
         y_a, y_b = fn(a, b0), fn(a0, b)
         phi_a = 0.5 * ((y_a - y0) + (y - y_b))
         phi_b = 0.5 * ((y_b - y0) + (y - y_a))
-        shape = torch.broadcast_shapes(y.shape, y0.shape)
+        shape = y.shape if y.shape == y0.shape else torch.broadcast_shapes(y.shape, y0.shape)
         m_a = secant_multiplier(phi_a, a - a0, eps, derivative_where(fn, [a0, b0], 0, shape, pointwise))
         m_b = secant_multiplier(phi_b, b - b0, eps, derivative_where(fn, [a0, b0], 1, shape, pointwise))
         ctx.save_for_backward(m_a, m_b)
@@ -133,11 +132,7 @@ class _Shapley2(torch.autograd.Function):
 
 def _substitute(tree: Any, replacements: dict[int, Any]) -> Any:
     """Put ``replacements[id(pair)]`` in place of those Pairs; other Pairs take their x side."""
-    return tree_map(
-        lambda v: replacements.get(id(v), v.x) if isinstance(v, Pair) else v,
-        tree,
-        is_leaf=lambda v: isinstance(v, Pair),
-    )
+    return map_pairs(tree, lambda p: replacements.get(id(p), p.x))
 
 
 def rescale_function(ctx: RuleContext, fn: Callable[[Tensor], Tensor], pair: Pair, pointwise: bool = False) -> Pair:
@@ -150,8 +145,20 @@ def rescale_function(ctx: RuleContext, fn: Callable[[Tensor], Tensor], pair: Pai
 
 def only_scalar_arguments(args: Any, kwargs: Any) -> bool:
     """No tensor among the arguments apart from the Pairs."""
-    leaves = tree_flatten((args, kwargs), is_leaf=lambda v: isinstance(v, Pair))[0]
-    return not any(isinstance(v, Tensor) for v in leaves)
+    found: list[Any] = []
+
+    def visit(tree: Any) -> None:
+        if isinstance(tree, torch.Tensor):
+            found.append(tree)
+        elif isinstance(tree, (tuple, list)) and not isinstance(tree, Pair):
+            for value in tree:
+                visit(value)
+        elif isinstance(tree, dict):
+            for value in tree.values():
+                visit(value)
+
+    visit((args, kwargs))
+    return not found
 
 
 def rescale(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
