@@ -2,8 +2,9 @@
 
 VGG-11 and ResNet-18 (torchvision, random weights), batch 16, 3x64x64, one shared zero
 reference, target class 3.  Every tool runs in this one process on the same batch; each figure
-is the median of ``--repeats`` timed runs after one warm-up run (which, for deltalift, includes
-capturing the model with torch.export; the capture is cached per input signature).
+is the median of ``--repeats`` timed runs, interleaved across the tools, after one warm-up run
+each (which, for deltalift, includes capturing the model with torch.export; the capture is
+cached per input signature).
 
 Run:  python benchmarks/bench_deeplift.py [--repeats 7] [--device cpu|cuda]
 """
@@ -22,18 +23,22 @@ import torchvision
 from deltalift import DeepLift
 
 
-def median_seconds(fn: Callable[[], object], repeats: int, device: str) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, device: str) -> dict[str, float]:
+    """Median seconds of each function, the runs interleaved (one of each per round) so that a
+    change of machine load during the benchmark affects every tool alike; one warm-up each."""
+    for fn in fns.values():
         fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def input_gradient(model: torch.nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
@@ -55,15 +60,20 @@ def benchmark_row(name: str, args: argparse.Namespace) -> str:
     model = getattr(torchvision.models, name)().to(args.device).eval()
     x = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
     method = DeepLift(model)
-    grad_s = median_seconds(lambda: input_gradient(model, x, 3), args.repeats, args.device)
-    ours_s = median_seconds(lambda: method.attribute(x, baselines=0.0, target=3), args.repeats, args.device)
+    fns: dict[str, Callable[[], object]] = {
+        "grad": lambda: input_gradient(model, x, 3),
+        "deltalift": lambda: method.attribute(x, baselines=0.0, target=3),
+    }
     try:
-        captum_s = median_seconds(lambda: captum_deeplift(model, x, 3), args.repeats, args.device)
-        captum_text, speedup = f"{captum_s:10.3f}", f"{captum_s / ours_s:9.2f}x"
+        captum_deeplift(model, x, 3)
+        fns["captum"] = lambda: captum_deeplift(model, x, 3)
     except Exception as exc:  # Captum refuses some models (a ReLU module used twice)
-        captum_text, speedup = f"{'refused':>10}", f"{'-':>10}"
         print(f"  (Captum on {name}: {type(exc).__name__}: {str(exc).splitlines()[0][:100]})")
-    return f"{name:<10} {grad_s:11.3f} {ours_s:10.3f} {captum_text} {ours_s / grad_s:7.2f}x {speedup}"
+    t = interleaved_medians(fns, args.repeats, args.device)
+    captum_text, speedup = f"{'refused':>10}", f"{'-':>10}"
+    if "captum" in t:
+        captum_text, speedup = f"{t['captum']:10.3f}", f"{t['captum'] / t['deltalift']:9.2f}x"
+    return f"{name:<10} {t['grad']:11.3f} {t['deltalift']:10.3f} {captum_text} {t['deltalift'] / t['grad']:7.2f}x {speedup}"
 
 
 def main() -> None:
