@@ -43,16 +43,17 @@ def derivative_at(fn: Callable[..., Tensor], points: list[Tensor], wrt: int, sha
 def secant_multiplier(dy: Tensor, dx: Tensor, eps: float, derivative: Callable[[tuple[Tensor, ...]], Tensor]) -> Tensor:
     """``dy / dx`` where ``|dx| > eps``, else the derivative at the reference.
 
-    ``dy`` is a fresh tensor and is overwritten (this runs on every nonlinearity, so it avoids
-    allocations): the common case costs a division and one reduction.  NaN differences
+    ``dy`` and ``dx`` are fresh tensors and are overwritten (this runs on every nonlinearity, so
+    it avoids allocations): the common case costs a division, an ``abs`` and a minimum.  NaN differences
     (``inf - inf``, e.g. masked attention logits) count as near and take the derivative.
     ``derivative(near)`` returns the derivative at the positions ``near`` (a tuple of index
     tensors into ``dy``'s shape, as ``nonzero(as_tuple=True)`` gives).
     """
     m = dy.div_(dx) if dy.shape == dx.shape else dy / dx
-    if all_far(dx, eps):
+    magnitude = dx.abs_().nan_to_num_(nan=0.0)  # dx is not needed after this
+    if magnitude.numel() and bool(magnitude.amin() > eps):
         return m
-    near = (~(dx.abs() > eps)).expand(m.shape).nonzero(as_tuple=True)
+    near = (magnitude <= eps).expand(m.shape).nonzero(as_tuple=True)
     m.index_put_(near, derivative(near).to(m.dtype))
     return m
 
