@@ -52,6 +52,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from deltalift.random_state import RandomState, numpy_generator
+
 __all__ = [
     "RandomState",
     "background_frequencies",
@@ -66,7 +68,6 @@ __all__ = [
     "zeros",
 ]
 
-RandomState = int | np.random.Generator | None
 
 #: How far the frequencies given to :func:`background_frequencies` may sum from 1.
 FREQUENCY_TOLERANCE = 1e-6
@@ -240,7 +241,7 @@ def sample_from(data: Tensor, n: int, random_state: RandomState = None, *, repla
         raise ValueError(
             f"n = {n} exceeds the {len(data)} examples of data; pass replace=True to draw with replacement"
         )
-    rows = _generator(random_state).choice(len(data), size=n, replace=replace)
+    rows = numpy_generator(random_state).choice(len(data), size=n, replace=replace)
     return data.detach()[torch.from_numpy(rows).to(data.device)]
 
 
@@ -372,7 +373,7 @@ def noise(x: Tensor, n: int, std: float = 0.1, random_state: RandomState = None)
     std = _finite_number(std, "std")
     if std < 0:
         raise ValueError(f"std must be non-negative, got {std!r}")
-    draws = _generator(random_state).standard_normal((x.shape[0], n, *x.shape[1:]))
+    draws = numpy_generator(random_state).standard_normal((x.shape[0], n, *x.shape[1:]))
     return _plus(x, std * draws)
 
 
@@ -404,7 +405,7 @@ def uniform_noise(x: Tensor, n: int, low: float, high: float, random_state: Rand
     low, high = _finite_number(low, "low"), _finite_number(high, "high")
     if low > high:
         raise ValueError(f"low must not exceed high, got low = {low!r} > high = {high!r}")
-    draws = _generator(random_state).uniform(low, high, (x.shape[0], n, *x.shape[1:]))
+    draws = numpy_generator(random_state).uniform(low, high, (x.shape[0], n, *x.shape[1:]))
     return _plus(x, draws)
 
 
@@ -477,15 +478,6 @@ def dinucleotide_shuffled(x: Tensor, n: int = 20, random_state: RandomState = No
 # --------------------------------------------------------------------------------------------------
 # Checks
 # --------------------------------------------------------------------------------------------------
-
-
-def _generator(random_state: RandomState) -> np.random.Generator:
-    """The numpy generator ``random_state`` stands for (the convention of :mod:`deltalift.genomics.shuffle`)."""
-    if isinstance(random_state, np.random.Generator):
-        return random_state
-    if random_state is None or (isinstance(random_state, int | np.integer) and not isinstance(random_state, bool)):
-        return np.random.default_rng(random_state)
-    raise TypeError(f"random_state must be None, an int or a numpy.random.Generator, got {type(random_state).__name__}")
 
 
 def _check_batch(x: Any, name: str) -> None:

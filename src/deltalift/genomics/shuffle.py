@@ -62,17 +62,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from deltalift.random_state import RandomState, numpy_generator
+
 __all__ = ["RandomState", "dinucleotide_shuffle", "shuffle"]
-
-RandomState = int | np.random.Generator | None
-
-
-def _generator(random_state: RandomState) -> np.random.Generator:
-    if isinstance(random_state, np.random.Generator):
-        return random_state
-    if random_state is None or (isinstance(random_state, int | np.integer) and not isinstance(random_state, bool)):
-        return np.random.default_rng(random_state)
-    raise TypeError(f"random_state must be None, an int or a numpy.random.Generator, got {type(random_state).__name__}")
 
 
 def _tokens(X: Tensor) -> tuple[np.ndarray, bool]:
@@ -134,7 +126,7 @@ def dinucleotide_shuffle(X: Tensor, n: int = 20, random_state: RandomState = Non
     """
     _check_n(n)
     tokens, single = _tokens(X)
-    rng = _generator(random_state)
+    rng = numpy_generator(random_state)
     return _one_hot(_dinucleotide_shuffle_tokens(tokens, X.shape[-2], n, rng), X, single)
 
 
@@ -149,7 +141,7 @@ def shuffle(X: Tensor, n: int = 20, random_state: RandomState = None) -> Tensor:
     """
     _check_n(n)
     tokens, single = _tokens(X)
-    rng = _generator(random_state)
+    rng = numpy_generator(random_state)
     channels = X.shape[-2]
     real = tokens < channels
     keys = np.where(real, rng.random((n, *tokens.shape)), np.inf)
