@@ -3,7 +3,8 @@
 BPNet-like: a 21-bp convolution, 8 dilated residual Conv1d layers (64 filters, dilation 2..256),
 global average pooling and a dense head; 1000 bp one-hot sequences; random weights.  8 sequences
 x 20 dinucleotide-shuffled references, the same references for every tool, in one process;
-medians of ``--repeats`` runs after a warm-up (deltalift's capture happens in the warm-up).
+medians of ``--repeats`` interleaved runs after a warm-up (deltalift's capture happens in the
+warm-up).
 
 Run:  python benchmarks/bench_deeplift_shap.py [--repeats 5]
 """
@@ -55,14 +56,18 @@ def shuffled_references(x: torch.Tensor, k: int, seed: int) -> torch.Tensor:
         return torch.stack([x[:, :, torch.randperm(x.shape[-1], generator=generator)] for _ in range(k)], 1)
 
 
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each function, one run of each per round (so that a change of machine
+    load affects every tool alike), after one warm-up run each."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def captum_shap(model: nn.Module, x: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:
@@ -89,27 +94,29 @@ def main() -> None:
     parser.add_argument("--sequences", type=int, default=8)
     parser.add_argument("--references", type=int, default=20)
     parser.add_argument("--length", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=64, help="deltalift's pairs per batch (its default)")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = BPNetLike().eval()
     x = random_one_hot(args.sequences, args.length, torch.Generator().manual_seed(1))
     refs = shuffled_references(x, args.references, seed=2)
-    ours = DeepLiftShap(model, batch_size=args.sequences * args.references)
+    ours = DeepLiftShap(model, batch_size=args.batch_size)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(
         f"BPNet-like, {args.sequences} sequences x {args.references} references x {args.length} bp, median of {args.repeats}\n"
     )
-    timings = {"deltalift": median_seconds(lambda: ours.attribute(x, refs, target=0), args.repeats)}
+    fns: dict[str, Callable[[], object]] = {"deltalift": lambda: ours.attribute(x, refs, target=0)}
     reference_result = ours.attribute(x, refs, target=0)
     for name, fn in (("tangermeme", tangermeme_shap), ("captum", captum_shap)):
         try:
             result = fn(model, x, refs)  # tangermeme projects onto the observed base: compare per position
             difference = (result.sum(1) - reference_result.sum(1)).abs().max().item()
-            timings[name] = median_seconds(lambda fn=fn: fn(model, x, refs), args.repeats)
+            fns[name] = lambda fn=fn: fn(model, x, refs)
             print(f"  {name}: max |difference| from deltalift per position {difference:.2e}")
         except Exception as exc:  # a peer that is not installed or refuses the model
             print(f"  {name}: not run ({type(exc).__name__}: {str(exc).splitlines()[0][:100]})")
     print()
+    timings = interleaved_medians(fns, args.repeats)
     for name, seconds in timings.items():
         ratio = "" if name == "deltalift" else f"   {seconds / timings['deltalift']:.2f}x deltalift's time"
         print(f"{name:<11} {seconds:7.3f} s{ratio}")

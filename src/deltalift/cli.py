@@ -135,7 +135,7 @@ def _genomics_parser(commands: Any) -> None:
         "--n-shuffles", type=positive_int, default=20, metavar="K", help="references per sequence (default: 20)"
     )
     attribute.add_argument(
-        "--batch-size", type=positive_int, default=256, metavar="N", help="(sequence, reference) pairs per batch"
+        "--batch-size", type=positive_int, default=64, metavar="N", help="(sequence, reference) pairs per batch"
     )
     attribute.add_argument(
         "--rule", default="rescale", choices=("rescale", "reveal_cancel", "genomics_default"), help="nonlinearity rule"

@@ -27,7 +27,7 @@ def deep_lift_shap(
     target: Any = 0,
     references: Tensor | Callable[[Tensor], Tensor] | None = None,
     n_shuffles: int = 20,
-    batch_size: int = 256,
+    batch_size: int = 64,
     hypothetical: bool = False,
     random_state: RandomState = None,
     additional_forward_args: Any = None,
