@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from deltalift.rules.registry import Pair, RuleContext, pairs_in
-from deltalift.rules.rescale import all_far
+from deltalift.rules.rescale import near_zero
 
 Tensor = torch.Tensor
 ReduceFn = Callable[[Tensor], tuple[Tensor, Tensor]]
@@ -70,8 +70,9 @@ class _RouteMax(torch.autograd.Function):
         routed = torch.zeros_like(planes).scatter_add_(p, winner, g * (y_flat - y0_flat))
         dx = planes - x0.expand_as(x).flatten(p)
         m = routed.div_(dx)
-        if not all_far(dx, ctx.eps):
-            m = torch.where(dx.abs() > ctx.eps, m, plain())
+        near = near_zero(dx, ctx.eps)
+        if near is not None:
+            m = torch.where(near, plain(), m)
         return m.view(x.shape), None, None, None, None, None, None, None
 
 

@@ -50,12 +50,21 @@ def secant_multiplier(dy: Tensor, dx: Tensor, eps: float, derivative: Callable[[
     tensors into ``dy``'s shape, as ``nonzero(as_tuple=True)`` gives).
     """
     m = dy.div_(dx) if dy.shape == dx.shape else dy / dx
-    magnitude = dx.abs_().nan_to_num_(nan=0.0)  # dx is not needed after this
-    if magnitude.numel() and bool(magnitude.amin() > eps):
+    near = near_zero(dx, eps)
+    if near is None:
         return m
-    near = (magnitude <= eps).expand(m.shape).nonzero(as_tuple=True)
-    m.index_put_(near, derivative(near).to(m.dtype))
+    positions = near.expand(m.shape).nonzero(as_tuple=True)
+    m.index_put_(positions, derivative(positions).to(m.dtype))
     return m
+
+
+def near_zero(dx: Tensor, eps: float) -> Tensor | None:
+    """``None`` when every ``|dx| > eps`` (the common case: an ``abs`` and a minimum), else the
+    boolean mask of ``|dx| <= eps``; NaN differences count as near.  Overwrites ``dx``."""
+    magnitude = dx.abs_().nan_to_num_(nan=0.0)
+    if magnitude.numel() and bool(magnitude.amin() > eps):
+        return None
+    return magnitude <= eps
 
 
 def derivative_where(
@@ -75,11 +84,6 @@ def derivative_where(
         return derivative_at(fn, points, wrt, shape)[near]
 
     return derivative
-
-
-def all_far(dx: Tensor, eps: float) -> bool:
-    """Whether every ``|dx| > eps`` (one reduction pass: the minimum absolute value; NaN -> False)."""
-    return dx.numel() > 0 and bool(torch.linalg.vector_norm(dx, ord=float("-inf")) > eps)
 
 
 class _Rescale(torch.autograd.Function):
