@@ -167,6 +167,7 @@ def test_debug_shows_the_traceback(tmp_path: Path, where: str) -> None:
 
 def test_interrupt_and_warnings(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     import deltalift.demo
+    import deltalift.explain_files
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
@@ -179,7 +180,7 @@ def test_interrupt_and_warnings(monkeypatch: pytest.MonkeyPatch, capsys: pytest.
         warnings.warn("summation-to-delta fails\nfor example 0", UserWarning, stacklevel=1)
         raise ValueError("stop")
 
-    monkeypatch.setattr(deltalift.demo, "explain_saved_model", warns)
+    monkeypatch.setattr(deltalift.explain_files, "explain_saved_model", warns)
     assert main(["explain", "--model", "m.pt", "--inputs", "x.npy"]) == EXIT_ERROR
     err = capsys.readouterr().err
     assert "deltalift: warning: summation-to-delta fails for example 0" in err

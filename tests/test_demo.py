@@ -10,18 +10,11 @@ import pytest
 import torch
 
 from deltalift import DeepLift
-from deltalift.demo import (
-    build_model,
-    load_digits_data,
-    looks_like_images,
-    make_baseline,
-    pick_examples,
-    run_demo,
-    torch_threads,
-    train_classifier,
-)
+from deltalift.demo import build_model, load_digits_data, pick_examples, run_demo, train_classifier
+from deltalift.explain_files import looks_like_images, make_baseline
 from deltalift.plot import attribution_map, plot_image_attributions
 from deltalift.plot.heatmap import symmetric_limit
+from deltalift.runtime import torch_threads
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

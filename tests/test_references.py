@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from deltalift import DeepLift, DeepLiftShap, references
+from deltalift.genomics import background_frequencies, dinucleotide_shuffled, shuffled
 
 DTYPE = torch.float64
 
@@ -54,12 +55,12 @@ def test_constant_rejects_non_finite_and_non_tensors() -> None:
 
 def test_background_frequencies_exact() -> None:
     x = one_hot(3, 11, seed=0)
-    ref = references.background_frequencies(x)
+    ref = background_frequencies(x)
     assert ref.shape == (1, 4, 11) and ref.dtype == DTYPE
     expected = torch.tensor([0.3, 0.2, 0.2, 0.3], dtype=DTYPE)
     for j in range(11):
         assert torch.equal(ref[0, :, j], expected)
-    custom = references.background_frequencies(x.float(), torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    custom = background_frequencies(x.float(), torch.tensor([0.1, 0.2, 0.3, 0.4]))
     assert custom.dtype == torch.float32
     assert torch.equal(custom, torch.tensor([0.1, 0.2, 0.3, 0.4])[None, :, None].expand(1, 4, 11))
 
@@ -75,14 +76,14 @@ def test_background_frequencies_exact() -> None:
 )
 def test_background_frequencies_validation(frequencies: tuple[float, ...], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        references.background_frequencies(one_hot(2, 5, seed=0), frequencies)
+        background_frequencies(one_hot(2, 5, seed=0), frequencies)
 
 
 def test_background_frequencies_needs_four_channels() -> None:
     with pytest.raises(ValueError, match=r"\(N, 4, L\)"):
-        references.background_frequencies(torch.zeros(2, 5, 8))
+        background_frequencies(torch.zeros(2, 5, 8))
     with pytest.raises(ValueError, match=r"\(N, 4, L\)"):
-        references.background_frequencies(torch.zeros(4, 8))
+        background_frequencies(torch.zeros(4, 8))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -328,18 +329,18 @@ def test_noise_validation(call: Callable[[torch.Tensor], torch.Tensor], message:
 
 def test_shuffles_keep_letter_and_dinucleotide_counts() -> None:
     x = one_hot(3, 40, seed=1)
-    mono = references.shuffled(x, 5, random_state=0)
-    di = references.dinucleotide_shuffled(x, 5, random_state=0)
+    mono = shuffled(x, 5, random_state=0)
+    di = dinucleotide_shuffled(x, 5, random_state=0)
     for refs in (mono, di):
         assert refs.shape == (3, 5, 4, 40) and refs.dtype == DTYPE
         assert torch.equal(refs.sum(-1), x.sum(-1)[:, None].expand(3, 5, 4))
         assert not torch.equal(refs, x[:, None].expand_as(refs))
     assert torch.equal(dinucleotide_counts(di), dinucleotide_counts(x)[:, None].expand(3, 5, 4, 4))
-    assert torch.equal(di, references.dinucleotide_shuffled(x, 5, random_state=0))
-    assert not torch.equal(di, references.dinucleotide_shuffled(x, 5, random_state=1))
+    assert torch.equal(di, dinucleotide_shuffled(x, 5, random_state=0))
+    assert not torch.equal(di, dinucleotide_shuffled(x, 5, random_state=1))
 
 
-@pytest.mark.parametrize("make", [references.shuffled, references.dinucleotide_shuffled])
+@pytest.mark.parametrize("make", [shuffled, dinucleotide_shuffled])
 def test_shuffle_validation(make: Callable[..., torch.Tensor]) -> None:
     with pytest.raises(ValueError, match=r"\(N, K, L\)"):
         make(one_hot(1, 10, seed=0)[0], 3)
@@ -381,15 +382,15 @@ SINGLE = {
     "dataset_mean": (image_model, IMAGES, lambda x: references.dataset_mean(torch.randn(20, 3, 8, 8, dtype=DTYPE))),
     "channel_mean": (image_model, IMAGES, lambda x: references.dataset_mean(x, dim=(0, 2, 3))),
     "gaussian_blur": (image_model, IMAGES, lambda x: references.gaussian_blur(x, sigma=1.5)),
-    "background": (sequence_model, SEQUENCES, lambda x: references.background_frequencies(x)),
+    "background": (sequence_model, SEQUENCES, lambda x: background_frequencies(x)),
 }
 SETS = {
     "noise": (image_model, IMAGES, lambda x: references.noise(x, 4, std=0.3, random_state=0)),
     "uniform_noise": (image_model, IMAGES, lambda x: references.uniform_noise(x, 4, -0.5, 0.5, random_state=0)),
     "sample_from": (image_model, IMAGES, lambda x: references.sample_from(torch.randn(10, 3, 8, 8, dtype=DTYPE), 5, 0)),
     "dataset_mean": (image_model, IMAGES, lambda x: references.dataset_mean(torch.randn(10, 3, 8, 8, dtype=DTYPE))),
-    "shuffled": (sequence_model, SEQUENCES, lambda x: references.shuffled(x, 4, random_state=0)),
-    "dinucleotide_shuffled": (sequence_model, SEQUENCES, lambda x: references.dinucleotide_shuffled(x, 4, 0)),
+    "shuffled": (sequence_model, SEQUENCES, lambda x: shuffled(x, 4, random_state=0)),
+    "dinucleotide_shuffled": (sequence_model, SEQUENCES, lambda x: dinucleotide_shuffled(x, 4, 0)),
 }
 
 
@@ -428,7 +429,7 @@ def test_reference_sets_work_with_deeplift_shap(name: str) -> None:
 
 def test_bound_generator_is_a_callable_baseline() -> None:
     model = sequence_model()
-    bound = functools.partial(references.dinucleotide_shuffled, n=3, random_state=0)
+    bound = functools.partial(dinucleotide_shuffled, n=3, random_state=0)
     from_callable = DeepLiftShap(model).attribute(SEQUENCES, baselines=bound, target=0)
     from_tensor = DeepLiftShap(model).attribute(SEQUENCES, baselines=bound(SEQUENCES), target=0)
     torch.testing.assert_close(from_callable, from_tensor, rtol=0, atol=0)

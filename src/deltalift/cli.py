@@ -173,7 +173,7 @@ def _run_demo(args: argparse.Namespace) -> None:
 
 
 def _run_explain(args: argparse.Namespace) -> None:
-    from deltalift.demo import explain_saved_model
+    from deltalift.explain_files import explain_saved_model
 
     explain_saved_model(
         args.model,
@@ -191,7 +191,7 @@ def _run_explain(args: argparse.Namespace) -> None:
 def _run_genomics_attribute(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from deltalift.demo import load_model
+    from deltalift.files import load_model
     from deltalift.genomics import deep_lift_shap, one_hot_encode_fasta, save_modisco_inputs
 
     model = load_model(args.model, device=args.device)

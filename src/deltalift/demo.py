@@ -1,80 +1,41 @@
-"""The command line's jobs: a self-contained demo, and explaining a saved model on an inputs file.
+"""``deltalift demo``: train a small CNN on handwritten digits and explain it with DeepLIFT.
 
 The demo trains a small CNN on scikit-learn's bundled 8x8 handwritten digits (no download),
 explains a few test digits with DeepLIFT against an all-zero (blank background) reference, and
 writes a figure with each digit beside its attribution map for the predicted class and for the
 runner-up class.  It needs the ``demo`` extra: ``pip install 'deltalift[demo]'``.
 
-:func:`explain_saved_model` loads a full pickled ``nn.Module`` (``torch.save(model, path)``) or
-an exported program (``torch.export.save``, ``.pt2``) and an inputs file (``.npy`` or ``.pt``),
-and writes the DeepLIFT attributions as ``.npy`` (plus a figure when the inputs are images).
+The attributions of each map sum to the change of the class logit from the blank image to the
+digit, ``sum_i C_i = t(x) - t(0)`` (summation-to-delta; Shrikumar, Greenside & Kundaje 2017,
+section 3.1); the all-zero reference is the one of the paper's MNIST experiments (section 4.1).
+
+The demo also saves the model and the explained digits, ready for ``deltalift explain``
+(:mod:`deltalift.explain_files`).
+
+References
+----------
+Shrikumar A, Greenside P, Kundaje A (2017). Learning Important Features Through Propagating
+Activation Differences. ICML.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-import zipfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from deltalift.errors import DeltaliftError
 from deltalift.methods import DeepLift
+from deltalift.runtime import DEFAULT_OUT, Echo, progress, torch_threads
 
 Tensor = torch.Tensor
-Echo = Callable[[str], None]
-T = TypeVar("T")
 
-DEFAULT_OUT = Path("deltalift-output")
 MISSING_DEMO_EXTRA = (
     "the demo needs scikit-learn and tqdm, which are not installed. Install them with: pip install 'deltalift[demo]'"
 )
-
-
-class InputFileError(DeltaliftError, ValueError):
-    """A model, inputs or baseline file that cannot be used (missing, unreadable, wrong contents)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Helpers shared by both jobs
-# ---------------------------------------------------------------------------------------------
-
-
-def progress(iterable: Iterable[T], enabled: bool = True, **options: Any) -> Iterable[T]:
-    """``iterable`` wrapped in a tqdm progress bar (on stderr) when tqdm is installed and ``enabled``."""
-    if not enabled:
-        return iterable
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return iterable
-    return tqdm(iterable, **options)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` intra-op threads, then restore the previous number.
-
-    The demo's model is tiny: synchronising threads costs more than it saves, and on a busy
-    machine several threads can make training many times slower.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-# ---------------------------------------------------------------------------------------------
-# The demo: digits
-# ---------------------------------------------------------------------------------------------
 
 
 class DigitsCNN(nn.Module):
@@ -291,304 +252,3 @@ def run_demo(
     echo(f"try next: deltalift explain --model {model_path} --inputs {inputs_path} --out {out / 'explain'}")
     seconds = time.perf_counter() - started
     return DemoResult(test_accuracy, explanation.max_delta, figure_path, model_path, inputs_path, seconds)
-
-
-# ---------------------------------------------------------------------------------------------
-# Explaining a saved model
-# ---------------------------------------------------------------------------------------------
-
-
-def _require_file(path: str | Path, what: str) -> Path:
-    file = Path(path)
-    if not file.exists():
-        raise InputFileError(f"{what} file not found: {file}")
-    if not file.is_file():
-        raise InputFileError(f"{what} path is not a file: {file}")
-    return file
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
-
-
-def _is_torchscript(file: Path) -> bool:
-    if not zipfile.is_zipfile(file):
-        return False
-    with zipfile.ZipFile(file) as archive:
-        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
-
-
-def load_model(path: str | Path, device: str = "cpu") -> nn.Module:
-    """A model saved whole: ``torch.save(model, path)``, or ``torch.export.save(program, path)`` (``.pt2``).
-
-    The model is put in eval mode.  Loading a pickled module runs code from the file: load only
-    files you trust.  Its class must be importable under the name it was saved with.  TorchScript
-    files and bare state dicts are refused with a message saying what to save instead.
-    """
-    file = _require_file(path, "model")
-    if _is_torchscript(file):
-        raise InputFileError(
-            f"{file} is a TorchScript archive; deltalift captures models with torch.export, which cannot "
-            "read TorchScript. Save the nn.Module itself: torch.save(model, path)"
-        )
-    try:
-        if file.suffix == ".pt2":  # an exported program keeps the mode it was exported in
-            return torch.export.load(file).module().to(device)
-        model = torch.load(file, map_location=device, weights_only=False)
-    except Exception as exc:  # unpickling raises many types
-        hint = ""
-        if isinstance(exc, (AttributeError, ModuleNotFoundError)):
-            hint = " (the model's class must be importable: define it in a module on the Python path, not in a script)"
-        raise InputFileError(f"could not load a model from {file}: {_first_line(exc)}{hint}") from exc
-    return _checked_model(model, file).to(device).eval()
-
-
-def _checked_model(model: Any, file: Path) -> nn.Module:
-    if isinstance(model, dict):
-        raise InputFileError(
-            f"{file} holds a dict (a state_dict or checkpoint), not a model; deltalift needs the whole module: "
-            "save it with torch.save(model, path)"
-        )
-    if not isinstance(model, nn.Module):
-        raise InputFileError(f"{file} holds a {type(model).__name__}, not a torch.nn.Module")
-    return model
-
-
-def load_array(path: str | Path, what: str = "inputs") -> Tensor:
-    """One tensor from a ``.npy`` file (no pickles) or a ``.pt`` file (``torch.save(tensor)``)."""
-    file = _require_file(path, what)
-    try:
-        if file.suffix == ".npy":
-            value: Any = torch.from_numpy(np.load(file, allow_pickle=False))
-        elif file.suffix in (".pt", ".pth"):
-            value = torch.load(file, map_location="cpu", weights_only=True)
-        else:
-            raise InputFileError(f"{what} must be a .npy or .pt file, got {file.name}")
-    except InputFileError:
-        raise
-    except Exception as exc:
-        raise InputFileError(f"could not read {what} from {file}: {_first_line(exc)}") from exc
-    if isinstance(value, np.ndarray):
-        value = torch.from_numpy(value)
-    if not isinstance(value, torch.Tensor):
-        raise InputFileError(f"{file} holds a {type(value).__name__}; {what} must be a single tensor or array")
-    return value
-
-
-def _model_dtype(model: nn.Module) -> torch.dtype:
-    for value in list(model.parameters()) + list(model.buffers()):
-        if value.is_floating_point():
-            return value.dtype
-    return torch.get_default_dtype()
-
-
-def load_inputs(path: str | Path, model: nn.Module, device: str = "cpu") -> Tensor:
-    """The inputs of ``path`` as the model's floating dtype; the first axis is the batch."""
-    inputs = load_array(path, "inputs")
-    if inputs.ndim == 0:
-        raise InputFileError(f"{path} holds a single number; inputs need a leading batch axis, shape (N, ...)")
-    if inputs.is_complex() or inputs.dtype == torch.bool:
-        raise InputFileError(f"{path} holds {inputs.dtype} values; inputs must be real numbers")
-    if inputs.is_floating_point() and not torch.isfinite(inputs).all():
-        raise InputFileError(f"{path} contains NaN or infinite values")
-    return inputs.to(device=device, dtype=_model_dtype(model))
-
-
-def make_baseline(spec: str, inputs: Tensor) -> float | Tensor:
-    """The reference: ``"zero"``, ``"mean"`` (of all inputs, per feature), a number, or a ``.npy``/``.pt`` file."""
-    name = spec.strip().lower()
-    if name in ("zero", "zeros", "0"):
-        return 0.0
-    if name == "mean":
-        return inputs.mean(dim=0, keepdim=True)
-    if name.endswith((".npy", ".pt", ".pth")):
-        return load_array(spec, "baseline").to(device=inputs.device, dtype=inputs.dtype)
-    try:
-        value = float(name)
-    except ValueError:
-        raise InputFileError(f"--baseline must be 'zero', 'mean', a number or a .npy/.pt file, got {spec!r}") from None
-    if not np.isfinite(value):
-        raise InputFileError(f"--baseline must be finite, got {spec!r}")
-    return value
-
-
-def output_size(model: nn.Module, batch: Tensor) -> int:
-    """Outputs per example of ``model`` (0 for an output of shape ``(N,)``), from a forward on ``batch``."""
-    with torch.no_grad():
-        try:
-            output = model(batch)
-        except Exception as exc:
-            hint = ""
-            if "Guard failed" in str(exc):
-                hint = (
-                    " (an exported program only takes the shapes it was exported for: "
-                    "export it with a dynamic batch, or pass --batch-size)"
-                )
-            raise InputFileError(
-                f"the model fails on inputs of shape {tuple(batch.shape)}: {_first_line(exc)}{hint}"
-            ) from exc
-    if not isinstance(output, torch.Tensor) or output.ndim > 2:
-        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise InputFileError(f"the model's output is {shape}; deltalift explains outputs of shape (N, outputs) or (N,)")
-    return 0 if output.ndim == 1 else int(output.shape[1])
-
-
-def resolve_targets(model: nn.Module, batch: Tensor, target: int | None, n_outputs: int) -> Tensor | None:
-    """The explained output per example: ``target``, else the predicted class (None for one output)."""
-    if target is not None:
-        if not 0 <= target < max(n_outputs, 1):
-            valid = f"0..{n_outputs - 1}" if n_outputs > 1 else "0"
-            raise InputFileError(
-                f"--target {target} is out of range: the model has {max(n_outputs, 1)} outputs ({valid})"
-            )
-        return None if n_outputs <= 1 else torch.full((len(batch),), target, dtype=torch.long)
-    if n_outputs <= 1:
-        return None
-    with torch.no_grad():
-        return model(batch).argmax(dim=1).cpu()
-
-
-@dataclass
-class ExplainResult:
-    """What :func:`explain_saved_model` computed and wrote."""
-
-    attributions: np.ndarray
-    targets: np.ndarray | None
-    deltas: np.ndarray
-    attributions_path: Path
-    figure_path: Path | None
-
-    @property
-    def max_delta(self) -> float:
-        return float(np.abs(self.deltas).max()) if self.deltas.size else 0.0
-
-
-def attribute_in_batches(
-    model: nn.Module,
-    inputs: Tensor,
-    baseline: float | Tensor,
-    target: int | None,
-    batch_size: int,
-    show_progress: bool = True,
-) -> tuple[Tensor, Tensor | None, Tensor]:
-    """DeepLIFT attributions, targets and convergence deltas of ``inputs``, ``batch_size`` at a time."""
-    n_outputs = output_size(model, inputs[:batch_size])
-    explainer = DeepLift(model)
-    attributions, targets, deltas = [], [], []
-    starts = range(0, len(inputs), batch_size)
-    for start in progress(starts, show_progress and len(starts) > 1, desc="explaining", unit="batch"):
-        batch = inputs[start : start + batch_size]
-        batch_targets = resolve_targets(model, batch, target, n_outputs)
-        attribution, delta = explainer.attribute(
-            batch, baselines=baseline, target=batch_targets, return_convergence_delta=True
-        )
-        attributions.append(attribution.detach().cpu())
-        deltas.append(delta.detach().cpu())
-        if batch_targets is not None:
-            targets.append(batch_targets)
-    return torch.cat(attributions), torch.cat(targets) if targets else None, torch.cat(deltas)
-
-
-def looks_like_images(shape: Sequence[int]) -> bool:
-    """Whether a batch shape is images: ``(N, H, W)`` or ``(N, C, H, W)`` with C 1 or 3, sides >= 4, aspect <= 4."""
-    if len(shape) == 4 and shape[1] in (1, 3):
-        height, width = shape[2], shape[3]
-    elif len(shape) == 3:
-        height, width = shape[1], shape[2]
-    else:
-        return False
-    return min(height, width) >= 4 and max(height, width) <= 4 * min(height, width)
-
-
-def explain_saved_model(
-    model_path: str | Path,
-    inputs_path: str | Path,
-    out_dir: str | Path = DEFAULT_OUT,
-    target: int | None = None,
-    baseline: str = "zero",
-    batch_size: int = 64,
-    max_plotted: int = 8,
-    device: str = "cpu",
-    show_progress: bool = True,
-    echo: Echo = print,
-) -> ExplainResult:
-    """Explain a saved model on an inputs file; write ``attributions.npy`` (and a figure for images).
-
-    Parameters
-    ----------
-    model_path:
-        ``torch.save(model, path)`` of an ``nn.Module``, or a ``torch.export.save`` ``.pt2`` file.
-    inputs_path:
-        ``.npy`` or ``.pt`` array whose first axis is the batch.
-    out_dir:
-        Folder for ``attributions.npy`` (shaped like the inputs), ``deltas.npy`` (per example
-        ``sum(attributions) - (t(x) - t(x0))``), ``targets.npy`` and ``attributions.png``.
-    target:
-        Output index to explain for every example; default: each example's predicted class
-        (arg-max output), or the single output of a one-output model.
-    baseline:
-        ``"zero"``, ``"mean"`` (the mean input), a number, or a ``.npy``/``.pt`` reference file.
-    batch_size:
-        Examples per DeepLIFT call.
-    max_plotted:
-        At most this many examples are drawn in the figure.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch_size}")
-    model = load_model(model_path, device)
-    inputs = load_inputs(inputs_path, model, device)
-    reference = make_baseline(baseline, inputs)
-    echo(f"explaining {type(model).__name__} on {len(inputs)} inputs of shape {tuple(inputs.shape[1:])}")
-    attributions, targets, deltas = attribute_in_batches(model, inputs, reference, target, batch_size, show_progress)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    attributions_path = out / "attributions.npy"
-    np.save(attributions_path, attributions.numpy())
-    np.save(out / "deltas.npy", deltas.numpy())
-    if targets is not None:
-        np.save(out / "targets.npy", targets.numpy())
-    figure_path = _maybe_figure(inputs, attributions, targets, out, max_plotted, baseline, echo)
-    result = ExplainResult(
-        attributions.numpy(),
-        None if targets is None else targets.numpy(),
-        deltas.numpy(),
-        attributions_path,
-        figure_path,
-    )
-    echo(f"max |convergence delta| {result.max_delta:.2e} (sum of attributions minus t(x) - t(x0))")
-    echo(f"wrote {attributions_path}" + (f" and {figure_path}" if figure_path else ""))
-    return result
-
-
-def _maybe_figure(
-    inputs: Tensor,
-    attributions: Tensor,
-    targets: Tensor | None,
-    out: Path,
-    max_plotted: int,
-    baseline: str,
-    echo: Echo,
-) -> Path | None:
-    """Draw the first ``max_plotted`` examples when the inputs are images; skip (with a note) without matplotlib."""
-    if not looks_like_images(tuple(inputs.shape)) or max_plotted < 1:
-        return None
-    from deltalift.plot import plot_image_attributions
-
-    n = min(len(inputs), max_plotted)
-    titles = [f"input {i}" for i in range(n)]
-    map_titles = [[f"DeepLIFT, output {int(targets[i])}" if targets is not None else "DeepLIFT"] for i in range(n)]
-    path = out / "attributions.png"
-    try:
-        plot_image_attributions(
-            inputs[:n].cpu(),
-            [attributions[:n]],
-            titles,
-            path,
-            attribution_titles=map_titles,
-            title=f"DeepLIFT vs. reference '{baseline}':\nred raises the output, blue lowers it",
-        )
-    except ImportError as exc:
-        echo(f"no figure: {exc}")
-        return None
-    return path

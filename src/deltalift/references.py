@@ -1,28 +1,32 @@
-"""References (baselines) for DeepLIFT: constants, dataset means, blurs, noise, sequence backgrounds, shuffles.
+"""References (baselines) for DeepLIFT, for any kind of input: constants, dataset means and samples, blurs, noise.
 
 DeepLIFT explains ``t(x) - t(x0)`` against a reference ``x0`` chosen to lack what is being looked
-for: an all-zero (black) image, a blurred copy of the image, the expected frequencies of ACGT in a
-DNA background, shuffles of a sequence that keep its composition but destroy its motifs
-(Shrikumar, Greenside & Kundaje 2017, section 3.3 "Defining the reference" and the experiments of
-section 4; Sturmfels, Lundberg & Lee 2020 compare such baselines for images). Each function here builds one kind, in a shape that the methods accept directly:
+for: an all-zero (black) image, the average example, a blurred copy of the image (Shrikumar,
+Greenside & Kundaje 2017, section 3.3 "Defining the reference" and the experiments of section 4;
+Sturmfels, Lundberg & Lee 2020 compare such baselines for images). Each function here builds one
+kind, in a shape that the methods accept directly:
 
-- :func:`zeros`, :func:`constant`, :func:`background_frequencies`: ``(1, ...)``, one reference
-  shared by the batch, for ``DeepLift``.
+- :func:`zeros`, :func:`constant`: ``(1, ...)``, one reference shared by the batch, for ``DeepLift``.
 - :func:`dataset_mean`: ``(1, ...)``, the average example, for ``DeepLift`` (or ``DeepLiftShap``
   with a set of one).
 - :func:`gaussian_blur`: ``(N, ...)``, one reference per example, for ``DeepLift``.
-- :func:`noise`, :func:`uniform_noise`, :func:`shuffled`, :func:`dinucleotide_shuffled`:
-  ``(N, n, ...)``, ``n`` references per example, for ``DeepLiftShap``.
+- :func:`noise`, :func:`uniform_noise`: ``(N, n, ...)``, ``n`` references per example, for
+  ``DeepLiftShap``.
 - :func:`sample_from`: ``(n, ...)``, a background set shared by the batch, for ``DeepLiftShap``.
+
+References for one-hot DNA (the expected background frequencies of ACGT, shuffles of each
+sequence that keep its composition but destroy its motifs) are in :mod:`deltalift.genomics`:
+:func:`~deltalift.genomics.background_frequencies`, :func:`~deltalift.genomics.shuffled` and
+:func:`~deltalift.genomics.dinucleotide_shuffled` (module :mod:`deltalift.genomics.references`).
 
 Every result is detached from autograd and has the dtype and device of the tensor it is built from
 (``x``, or the dataset). For a model with several inputs, build one reference per input and pass a
 tuple. A function with its options bound is also a valid callable ``baselines`` for
-``DeepLiftShap``, e.g. ``baselines=functools.partial(dinucleotide_shuffled, n=20, random_state=0)``.
+``DeepLiftShap``, e.g. ``baselines=functools.partial(noise, n=20, std=0.1, random_state=0)``.
 
 Randomness
 ----------
-``random_state`` follows :mod:`deltalift.genomics.shuffle`: ``None`` (fresh entropy), an ``int``
+``random_state`` follows :mod:`deltalift.random_state`: ``None`` (fresh entropy), an ``int``
 seed (``numpy.random.default_rng(seed)``) or a ``numpy.random.Generator``, used and advanced in
 place. Random numbers are drawn with numpy, so the same seed gives the same references on any device.
 
@@ -37,7 +41,6 @@ Sundararajan M, Taly A, Yan Q (2017). Axiomatic Attribution for Deep Networks. I
 Fong RC, Vedaldi A (2017). Interpretable Explanations of Black Boxes by Meaningful Perturbation. ICCV.
 Smilkov D, Thorat N, Kim B, Viegas F, Wattenberg M (2017). SmoothGrad: removing noise by adding noise.
 arXiv:1706.03825.
-Altschul SF, Erickson BW (1985). Significance of nucleotide sequence alignments. Mol Biol Evol 2(6).
 """
 
 from __future__ import annotations
@@ -56,21 +59,14 @@ from deltalift.random_state import RandomState, numpy_generator
 
 __all__ = [
     "RandomState",
-    "background_frequencies",
     "constant",
     "dataset_mean",
-    "dinucleotide_shuffled",
     "gaussian_blur",
     "noise",
     "sample_from",
-    "shuffled",
     "uniform_noise",
     "zeros",
 ]
-
-
-#: How far the frequencies given to :func:`background_frequencies` may sum from 1.
-FREQUENCY_TOLERANCE = 1e-6
 
 
 # --------------------------------------------------------------------------------------------------
@@ -115,38 +111,6 @@ def constant(x: Tensor, value: float) -> Tensor:
     _check_batch(x, "x")
     value = _finite_number(value, "value")
     return torch.full((1, *x.shape[1:]), value, dtype=x.dtype, device=x.device)
-
-
-def background_frequencies(x: Tensor, frequencies: Sequence[float] | Tensor = (0.3, 0.2, 0.2, 0.3)) -> Tensor:
-    """The expected one-hot column of a DNA background at every position, shared by the batch.
-
-    ``x0[0, b, j] = frequencies[b]`` for every letter ``b`` in ACGT order and position ``j``: the
-    reference of the DeepLIFT paper's genomics experiments, whose background had the frequencies
-    ``(0.3, 0.2, 0.2, 0.3)`` (Shrikumar et al. 2017, section 4.2). For the per-position frequencies
-    of a set of sequences, use :func:`dataset_mean` of their one-hot encoding instead.
-
-    Parameters
-    ----------
-    x:
-        One-hot sequences ``(N, 4, L)``; only their length, dtype and device are used.
-    frequencies:
-        Four non-negative numbers, of A, C, G, T, summing to 1 (within ``1e-6``).
-
-    Returns
-    -------
-    Tensor
-        ``(1, 4, L)``.
-    """
-    _check_sequences(x, letters=4)
-    values = torch.as_tensor(frequencies, dtype=torch.float64).detach().cpu()
-    if values.shape != (4,):
-        raise ValueError(f"frequencies must be 4 numbers (A, C, G, T), got shape {tuple(values.shape)}")
-    if not torch.isfinite(values).all() or (values < 0).any():
-        raise ValueError(f"frequencies must be finite and non-negative, got {values.tolist()}")
-    if abs(float(values.sum()) - 1.0) > FREQUENCY_TOLERANCE:
-        raise ValueError(f"frequencies must sum to 1, got {values.tolist()} summing to {float(values.sum())!r}")
-    column = values.to(dtype=x.dtype, device=x.device)
-    return column[None, :, None].repeat(1, 1, x.shape[-1])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -416,66 +380,6 @@ def _plus(x: Tensor, draws: np.ndarray) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------------
-# Shuffled sequences
-# --------------------------------------------------------------------------------------------------
-
-
-def shuffled(x: Tensor, n: int = 20, random_state: RandomState = None) -> Tensor:
-    """``n`` random permutations of the positions of each one-hot sequence, keeping its letter counts.
-
-    Delegates to :func:`deltalift.genomics.shuffle.shuffle` (all-zero N columns stay in place).
-
-    Parameters
-    ----------
-    x:
-        One-hot sequences ``(N, K, L)`` (``K = 4`` for DNA in ACGT order).
-    n:
-        Shuffles per sequence (``>= 1``).
-    random_state:
-        ``None``, an ``int`` seed, or a ``numpy.random.Generator``.
-
-    Returns
-    -------
-    Tensor
-        ``(N, n, K, L)``, with the dtype and device of ``x``.
-    """
-    from deltalift.genomics.shuffle import shuffle
-
-    _check_sequences(x)
-    _check_count(n)
-    return shuffle(x.detach(), n, random_state)
-
-
-def dinucleotide_shuffled(x: Tensor, n: int = 20, random_state: RandomState = None) -> Tensor:
-    """``n`` dinucleotide shuffles of each one-hot sequence: the standard references for DNA models.
-
-    Each shuffle keeps the sequence's count of every dinucleotide and its first and last letter, and
-    is uniform over the sequences that do (Altschul & Erickson 1985); averaging DeepLIFT over about
-    20 of them is the usual practice (the ``deeplift`` and ``tangermeme`` packages). Delegates to
-    :func:`deltalift.genomics.shuffle.dinucleotide_shuffle`, whose docstring gives the algorithm.
-
-    Parameters
-    ----------
-    x:
-        One-hot sequences ``(N, K, L)`` (``K = 4`` for DNA in ACGT order).
-    n:
-        Shuffles per sequence (``>= 1``).
-    random_state:
-        ``None``, an ``int`` seed, or a ``numpy.random.Generator``.
-
-    Returns
-    -------
-    Tensor
-        ``(N, n, K, L)``, with the dtype and device of ``x``.
-    """
-    from deltalift.genomics.shuffle import dinucleotide_shuffle
-
-    _check_sequences(x)
-    _check_count(n)
-    return dinucleotide_shuffle(x.detach(), n, random_state)
-
-
-# --------------------------------------------------------------------------------------------------
 # Checks
 # --------------------------------------------------------------------------------------------------
 
@@ -491,13 +395,6 @@ def _check_floating(x: Any, name: str) -> None:
     _check_batch(x, name)
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-
-
-def _check_sequences(x: Any, letters: int | None = None) -> None:
-    _check_batch(x, "x")
-    if x.ndim != 3 or (letters is not None and x.shape[1] != letters):
-        expected = f"(N, {letters}, L)" if letters is not None else "(N, K, L)"
-        raise ValueError(f"x must be one-hot sequences {expected}, got shape {tuple(x.shape)}")
 
 
 def _check_count(n: Any) -> None:

@@ -1,7 +1,9 @@
 """Helpers for DNA sequence models, in the conventions of that field.
 
 - :mod:`~deltalift.genomics.one_hot`: one-hot ``(N, 4, L)`` in ACGT order, its inverse, FASTA input.
-- :mod:`~deltalift.genomics.shuffle`: dinucleotide-shuffled (and plainly shuffled) references.
+- :mod:`~deltalift.genomics.shuffle`: dinucleotide shuffles (and plain shuffles) of one-hot sequences.
+- :mod:`~deltalift.genomics.references`: DNA references in the form of :mod:`deltalift.references`:
+  background frequencies ``(1, 4, L)``, shuffled and dinucleotide-shuffled copies ``(N, n, 4, L)``.
 - :mod:`~deltalift.genomics.hypothetical`: hypothetical contributions, a ``custom_attribution_func``.
 - :mod:`~deltalift.genomics.modisco`: ``.npz`` inputs for TF-MoDISco (tfmodisco-lite).
 - :mod:`~deltalift.genomics.logo`: sequence logos (needs ``pip install 'deltalift[plot]'``).
@@ -20,12 +22,15 @@ from deltalift.genomics.hypothetical import hypothetical_contributions
 from deltalift.genomics.logo import plot_logo
 from deltalift.genomics.modisco import load_modisco_inputs, save_modisco_inputs
 from deltalift.genomics.one_hot import decode_one_hot, one_hot_encode, one_hot_encode_fasta, read_fasta
+from deltalift.genomics.references import background_frequencies, dinucleotide_shuffled, shuffled
 from deltalift.genomics.shuffle import dinucleotide_shuffle, shuffle
 
 __all__ = [
+    "background_frequencies",
     "deep_lift_shap",
     "decode_one_hot",
     "dinucleotide_shuffle",
+    "dinucleotide_shuffled",
     "hypothetical_contributions",
     "load_modisco_inputs",
     "one_hot_encode",
@@ -34,4 +39,5 @@ __all__ = [
     "read_fasta",
     "save_modisco_inputs",
     "shuffle",
+    "shuffled",
 ]
