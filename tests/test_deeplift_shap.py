@@ -10,7 +10,7 @@ from captum.attr import DeepLiftShap as CaptumDeepLiftShap
 from torch import nn
 
 from deltalift import DeepLift, DeepLiftShap
-from deltalift.rules import product
+from deltalift import batching
 
 DTYPE = torch.float64
 
@@ -111,13 +111,13 @@ def test_input_side_convolutions_run_once_per_example(setup, monkeypatch):
     """Within a batch each example repeats once per reference: heavy ops see one row per example."""
     model, x, refs = setup
     rows_seen = []
-    original = product._SharedRows.forward
+    original = batching._SharedRows.forward
 
     def spy(ctx, x_rows, forward_fn, backward_fn, shape):
         rows_seen.append((x_rows.shape[0], shape))
         return original(ctx, x_rows, forward_fn, backward_fn, shape)
 
-    monkeypatch.setattr(product._SharedRows, "forward", staticmethod(spy))
+    monkeypatch.setattr(batching._SharedRows, "forward", staticmethod(spy))
     DeepLiftShap(model, batch_size=35).attribute(x, refs, target=1)
     assert rows_seen and all(rows == 35 and shape[:2] == (5, 7) for rows, shape in rows_seen)
 

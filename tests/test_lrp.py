@@ -21,7 +21,7 @@ from torch import nn
 
 from deltalift.errors import UnsupportedOperationError
 from deltalift.methods.lrp import LRP
-from deltalift.methods.lrp_composites import (
+from deltalift.methods.lrp.composites import (
     Composite,
     EpsilonAlpha2Beta1,
     EpsilonAlpha2Beta1Flat,
@@ -29,7 +29,7 @@ from deltalift.methods.lrp_composites import (
     EpsilonPlus,
     EpsilonPlusFlat,
 )
-from deltalift.methods.lrp_rules import AlphaBeta, Epsilon, Flat, Gamma, Gradient, WSquare, ZBox, ZPlus, as_rule
+from deltalift.methods.lrp.rules import AlphaBeta, Epsilon, Flat, Gamma, Gradient, WSquare, ZBox, ZPlus, as_rule
 
 zennit = pytest.importorskip("zennit")
 from zennit import canonizers as zcan  # noqa: E402

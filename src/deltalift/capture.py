@@ -74,6 +74,41 @@ def as_module(model: Any) -> nn.Module:
         return _CallableModule(model)
 
 
+class _TargetModule(nn.Module):
+    """``target_fn(model(*args))``: a callable target captured together with the model, so that
+    its own ops get exact rules too."""
+
+    def __init__(self, model: nn.Module, target_fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.target_fn = target_fn
+
+    def forward(self, *args: Any) -> torch.Tensor:
+        out = self.target_fn(self.model(*args))
+        return out[:, None] if isinstance(out, torch.Tensor) and out.ndim == 1 else out
+
+
+_target_modules: weakref.WeakKeyDictionary[nn.Module, dict[Any, _TargetModule]] = weakref.WeakKeyDictionary()
+
+
+def with_target(module: nn.Module, target: Any) -> nn.Module:
+    """The module to capture: the model, or (cached) the model followed by a callable target."""
+    if not callable(target) or isinstance(target, torch.Tensor):
+        return module
+    per_model = _target_modules.setdefault(module, {})
+    if target not in per_model:
+        per_model[target] = _TargetModule(module, target)
+    return per_model[target]
+
+
+def layer_in(module: nn.Module, layer: Any) -> Any:
+    """A module path relative to the user's model, also when a target wrapper is captured."""
+    if isinstance(module, _TargetModule) and isinstance(layer, str):
+        if f"model.{layer}" in dict(module.named_modules()):
+            return f"model.{layer}"
+    return layer
+
+
 def _signature(args: tuple[Any, ...], batch_size: int, dynamic: bool) -> Any:
     leaves, spec = tree_flatten(args)
     parts: list[Any] = [str(spec)]

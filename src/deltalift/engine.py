@@ -1,16 +1,25 @@
-"""The engine: one walk over the captured graph evaluates reference and input together.
+"""The engine: one walk over the captured graph, and DeepLIFT's orchestration around it.
 
-DESIGN.md section 2.  Every value that depends on the explained inputs is a
-:class:`~deltalift.rules.Pair` ``(x, ref)``; the reference side is computed without autograd
-(at batch size one when the reference is shared by the batch), the input side with autograd,
-and each op's rule wires the input side so that backward returns DeepLIFT multipliers.  Values
-are dropped as soon as their last consumer has run.  Ops that touch no Pair (weight transposes,
-constant masks) are evaluated once, without a rule.
+Every value that depends on the explained inputs is a :class:`~deltalift.rules.Pair`
+``(x, ref)``; the reference side is computed without autograd (at batch size one when the
+reference is shared by the batch), the input side with autograd, and each op's rule wires the
+input side so that backward returns DeepLIFT multipliers (Shrikumar et al. 2017, section 3.3:
+multipliers compose by the chain rule, as gradients do).  Values are dropped as soon as their
+last consumer has run.  Ops that touch no Pair (weight transposes, constant masks) are
+evaluated once, without a rule.
+
+:func:`deeplift` is the one entry point of the method: it pairs inputs with references, builds
+the rule context and plan, walks the graph, differentiates the target with respect to the
+inputs or a tapped layer, forms contributions ``C = m * (x - x0)`` and checks
+summation-to-delta.  The method classes (``DeepLift``, ``LayerDeepLift``, ``NeuronDeepLift``,
+``DeepLiftShap``) are thin interfaces over it.  :func:`run_plain` is the same walk with plain
+(optionally overridden) ops, for the gradient-based methods and LRP.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,115 +27,24 @@ import torch
 from torch import nn
 from torch.fx.node import map_arg
 
-from deltalift.capture import CapturedProgram, state_value
+from deltalift.batching import BatchLayout, evaluate_weighted
+from deltalift.capture import CapturedProgram, capture, layer_in, state_value, with_target
+from deltalift.convergence import check_summation
 from deltalift.errors import MissingRuleError, UnsupportedOperationError
-from deltalift.rules.registry import Pair, RuleContext, pairs_in
-from deltalift.rules.rescale import rescale
-from deltalift.rules.reveal_cancel import WeightedInput, find_weighted_input, linear_map, reveal_cancel
+from deltalift.inputs import as_tuple, check_baselines, check_inputs, check_model, select_target
+from deltalift.layers import LayerType, find_layer
+from deltalift.plan import Plan, check_rule_choice, make_plan
+from deltalift.rules.registry import Pair, RuleContext, RuleRegistry, default_registry
+from deltalift.rules.reveal_cancel import reveal_cancel
 
-#: The nonlinearity rules DeepLift accepts; "genomics_default" is RevealCancel where a dense
-#: layer feeds the nonlinearity and Rescale elsewhere (the original package's genomics default).
-RULE_CHOICES = ("rescale", "reveal_cancel", "genomics_default")
-
-
-def module_path(node: torch.fx.Node) -> str:
-    """The dotted path of the innermost module that ran ``node`` ("" for the model itself)."""
-    stack = node.meta.get("nn_module_stack")
-    if not stack:
-        return ""
-    path = list(stack.values())[-1][0]
-    return path if isinstance(path, str) else ""
-
-
-@dataclass
-class Plan:
-    """How one call walks a captured graph: which nonlinearities use RevealCancel, and when
-    each value may be dropped."""
-
-    reveal_cancel: dict[torch.fx.Node, WeightedInput] = field(default_factory=dict)
-    free_after: dict[torch.fx.Node, list[torch.fx.Node]] = field(default_factory=dict)
-
-
-def make_plan(
-    program: CapturedProgram, n_explained: int, rule: str, overrides: dict[str, str], ctx: RuleContext
-) -> Plan:
-    """Choose the rule of every nonlinearity fed by a dense or convolution layer.
-
-    ``overrides`` maps a graph node name or a module path (or a parent module's path) to a
-    rule name and wins over ``rule``.
-    """
-    if rule not in RULE_CHOICES:
-        raise ValueError(f"rule must be one of {RULE_CHOICES}, got {rule!r}")
-    for key, value in overrides.items():
-        if value not in ("rescale", "reveal_cancel"):
-            raise ValueError(f"rule_overrides[{key!r}] must be 'rescale' or 'reveal_cancel', got {value!r}")
-    if rule == "rescale" and not overrides:
-        return Plan(free_after=program.free_after)
-    plan_key = (n_explained, rule, tuple(sorted(overrides.items())), id(ctx.registry))
-    if plan_key in program.plans:
-        return program.plans[plan_key]
-    plan = Plan(free_after={k: list(v) for k, v in program.free_after.items()})
-    program.plans[plan_key] = plan
-    dependent = input_dependent(program, n_explained)
-    order = {node: i for i, node in enumerate(program.graph.nodes)}
-
-    def is_constant(arg: Any) -> bool:
-        return not (isinstance(arg, torch.fx.Node) and arg in dependent)
-
-    for node in program.graph.nodes:
-        if node.op != "call_function" or ctx.registry.find(node.target) is not rescale:
-            continue
-        if not node.args or node.args[0] not in dependent or not all(is_constant(a) for a in node.args[1:]):
-            continue
-        weighted = find_weighted_input(node, is_constant)
-        if weighted is None or _chosen_rule(node, weighted, rule, overrides) != "reveal_cancel":
-            continue
-        plan.reveal_cancel[node] = weighted
-        _keep_until(plan, weighted, node, order)
-    return plan
-
-
-def _chosen_rule(node: torch.fx.Node, weighted: WeightedInput, rule: str, overrides: dict[str, str]) -> str:
-    if node.name in overrides:
-        return overrides[node.name]
-    path = module_path(node)
-    while True:
-        if path in overrides:
-            return overrides[path]
-        if not path:
-            break
-        path = path.rpartition(".")[0]
-    if rule == "genomics_default":
-        return "reveal_cancel" if weighted.kind == "dense" else "rescale"
-    return rule
-
-
-def _keep_until(plan: Plan, weighted: WeightedInput, node: torch.fx.Node, order: dict[torch.fx.Node, int]) -> None:
-    """Keep the linear op's input and constants alive until ``node`` has used them."""
-    keep = [weighted.source] + [a for a in weighted.linear.args if isinstance(a, torch.fx.Node)]
-    if weighted.batch_norm is not None:
-        keep += [a for a in weighted.batch_norm.args if isinstance(a, torch.fx.Node)]
-    for value in keep:
-        for freeing_node, values in plan.free_after.items():
-            if value in values and order[freeing_node] < order[node]:
-                values.remove(value)
-                plan.free_after.setdefault(node, []).append(value)
-
-
-def input_dependent(program: CapturedProgram, n_explained: int) -> set[torch.fx.Node]:
-    dependent: set[torch.fx.Node] = set()
-    placeholders = [n for n in program.graph.nodes if n.op == "placeholder"]
-    for node, (kind, key) in zip(placeholders, program.placeholders):
-        if kind == "input" and key < n_explained:
-            dependent.add(node)
-    for node in program.graph.nodes:
-        if node.op == "call_function" and any(a in dependent for a in node.all_input_nodes):
-            dependent.add(node)
-    return dependent
-
+Tensor = torch.Tensor
 
 #: How a walk evaluates one ``call_function`` node: ``(node, args, kwargs, env) -> value``.
 Evaluate = Callable[[torch.fx.Node, Any, Any, dict[torch.fx.Node, Any]], Any]
+#: A replacement for an op in a plain walk: ``(op, args, kwargs) -> value``.
+Override = Callable[[Any, Any, Any], Any]
+#: A layer tap: ``(node, fn)`` replaces that node's value by ``fn(value)``.
+Tap = tuple[torch.fx.Node, Callable[[Any], Any]]
 
 
 def walk_graph(
@@ -135,7 +53,7 @@ def walk_graph(
     user_args: Sequence[Any],
     evaluate: Evaluate,
     free_after: dict[torch.fx.Node, list[torch.fx.Node]] | None = None,
-    tap: tuple[torch.fx.Node, Callable[[Any], Any]] | None = None,
+    tap: Tap | None = None,
     until: torch.fx.Node | None = None,
 ) -> Any:
     """Walk the captured graph in order, feeding placeholders (live parameters and buffers,
@@ -181,24 +99,40 @@ def run_graph(
     user_args: Sequence[Any],
     ctx: RuleContext,
     plan: Plan | None = None,
-    tap: tuple[torch.fx.Node, Callable[[Any], Any]] | None = None,
+    layout: BatchLayout | None = None,
+    tap: Tap | None = None,
     until: torch.fx.Node | None = None,
 ) -> Any:
     """DeepLIFT's walk: ``user_args`` holds Pairs for the explained inputs and plain values for
-    additional arguments; each op goes through its rule (RevealCancel where ``plan`` says).
-    Returns the model's user output(s), Pairs where they depend on the explained inputs."""
+    additional arguments; each op goes through its rule (RevealCancel where ``plan`` says;
+    weighted ops batched as ``layout`` allows).  Returns the model's user output(s), Pairs where
+    they depend on the explained inputs."""
     plan = plan or Plan(free_after=program.free_after)
+    layout = layout or BatchLayout(rows=0)
 
     def evaluate(node: torch.fx.Node, args: Any, kwargs: Any, env: dict[torch.fx.Node, Any]) -> Any:
-        if node in plan.reveal_cancel and isinstance(args[0], Pair):
-            return _reveal_cancel(ctx, node, plan.reveal_cancel[node], env, args, kwargs)
-        return _call(ctx, node, args, kwargs)
+        ctx.node = node
+        try:
+            if node in plan.reveal_cancel and isinstance(args[0], Pair):
+                weighted = plan.reveal_cancel[node]
+                op = node.target
+
+                def f(t: Tensor) -> Tensor:
+                    return op(t, *args[1:], **kwargs)  # type: ignore[operator]
+
+                return reveal_cancel(env[weighted.source], args[0], f, weighted.op(env.__getitem__), ctx.eps)
+            rule = ctx.registry.find(node.target)
+            if rule is not None and rule.kind == "weighted" and rule.factors is not None:
+                batched = evaluate_weighted(node.target, args, kwargs, rule.factors, layout)
+                if batched is not None:
+                    return batched
+            return ctx.call(node.target, *args, **kwargs)
+        except (MissingRuleError, UnsupportedOperationError):
+            raise
+        except RuntimeError as exc:
+            raise RuntimeError(f"{node.target} failed while explaining {ctx.node_description}: {exc}") from exc
 
     return walk_graph(program, model, user_args, evaluate, plan.free_after, tap, until)
-
-
-#: A replacement for an op in a plain walk: ``(op, args, kwargs) -> value``.
-Override = Callable[[Any, Any, Any], Any]
 
 
 def run_plain(
@@ -206,7 +140,7 @@ def run_plain(
     model: nn.Module,
     user_args: Sequence[Any],
     overrides: dict[Any, Override] | None = None,
-    tap: tuple[torch.fx.Node, Callable[[Any], Any]] | None = None,
+    tap: Tap | None = None,
     until: torch.fx.Node | None = None,
 ) -> Any:
     """The ordinary forward pass (with autograd) over the captured graph, where ``overrides``
@@ -222,37 +156,167 @@ def run_plain(
     return walk_graph(program, model, user_args, evaluate, tap=tap, until=until)
 
 
-def _call(ctx: RuleContext, node: torch.fx.Node, args: Any, kwargs: Any) -> Any:
-    op = node.target
-    if not pairs_in((args, kwargs)):
-        with torch.no_grad():
-            return op(*args, **kwargs)  # type: ignore[operator]
-    ctx.node = node
-    try:
-        return ctx.registry.lookup(op, ctx.node_description)(ctx, op, args, kwargs)
-    except (MissingRuleError, UnsupportedOperationError):
-        raise
-    except RuntimeError as exc:
-        raise RuntimeError(f"{op} failed while explaining {ctx.node_description}: {exc}") from exc
+# --------------------------------------------------------------------------------------------------
+# DeepLIFT
 
 
-def _reveal_cancel(
-    ctx: RuleContext,
-    node: torch.fx.Node,
-    weighted: WeightedInput,
-    env: dict[torch.fx.Node, Any],
-    args: Any,
-    kwargs: Any,
-) -> Pair:
-    op = node.target
-    apply, weight = linear_map(weighted, env.__getitem__)
+@dataclass(frozen=True)
+class DeepLiftOptions:
+    """The options of a DeepLIFT call (see :class:`deltalift.DeepLift` for their meaning)."""
 
-    def f(t: torch.Tensor) -> torch.Tensor:
-        return op(t, *args[1:], **kwargs)  # type: ignore[operator]
+    eps: float = 1e-7
+    maxpool_mode: str = "summation"
+    registry: RuleRegistry = field(default_factory=lambda: default_registry)
+    rule: str = "rescale"
+    rule_overrides: Mapping[str, str] = field(default_factory=dict)
+    softmax_adjustment: bool = False
+    strict: bool = False
+    tolerance: float | None = None
 
-    return reveal_cancel(env[weighted.source], args[0], f, apply, weight, ctx.eps)
+    def __post_init__(self) -> None:
+        if self.eps < 0:
+            raise ValueError(f"eps must be >= 0, got {self.eps}")
+        if self.maxpool_mode not in ("summation", "gradient"):
+            raise ValueError(f"maxpool_mode must be 'summation' or 'gradient', got {self.maxpool_mode!r}")
+        check_rule_choice(self.rule, dict(self.rule_overrides))
 
 
-def pair_inputs(inputs: Sequence[torch.Tensor], references: Sequence[torch.Tensor]) -> list[Pair]:
-    """The explained inputs as Pairs, the input side a fresh leaf that requires grad."""
-    return [Pair(x.detach().requires_grad_(True), r.detach()) for x, r in zip(inputs, references)]
+@dataclass
+class DeepLiftResult:
+    """One DeepLIFT call: what was attributed to (``points``: the explained inputs, or the
+    layer's activation, as Pairs), their multipliers and contributions, and the per-example
+    convergence delta ``sum_i C_i - (t(x) - t(x0))``."""
+
+    points: list[Pair]
+    multipliers: tuple[Tensor, ...]
+    contributions: tuple[Tensor, ...]
+    delta: Tensor
+    given_tuple: bool
+
+    def attributions(
+        self, multiply_by_inputs: bool = True, custom: Callable[..., Any] | None = None
+    ) -> tuple[Tensor, ...]:
+        """Contributions (or multipliers), or what Captum's ``custom_attribution_func`` makes of
+        ``(multipliers,)``, ``(multipliers, inputs)`` or ``(multipliers, inputs, baselines)``."""
+        if custom is None:
+            return self.contributions if multiply_by_inputs else self.multipliers
+        inputs = tuple(p.x.detach() for p in self.points)
+        references = tuple(p.ref.expand_as(p.x) for p in self.points)
+        arity = len(inspect.signature(custom).parameters)
+        given = {1: (self.multipliers,), 2: (self.multipliers, inputs), 3: (self.multipliers, inputs, references)}
+        if arity not in given:
+            raise TypeError(f"custom_attribution_func must take 1, 2 or 3 arguments, it takes {arity}")
+        result = as_tuple(custom(*given[arity]))
+        if len(result) != len(self.multipliers) or any(r.shape != m.shape for r, m in zip(result, self.multipliers)):
+            raise ValueError("custom_attribution_func must return one tensor per input, shaped like it")
+        return tuple(result)
+
+
+def deeplift(
+    model: nn.Module,
+    inputs: Any,
+    baselines: Any,
+    target: Any,
+    additional_forward_args: Any,
+    options: DeepLiftOptions,
+    *,
+    layer: LayerType | None = None,
+    layer_input: bool = False,
+    neuron: Callable[[Tensor], Tensor] | None = None,
+    groups: int = 1,
+) -> DeepLiftResult:
+    """DeepLIFT for ``target`` of ``model(*inputs, *additional_forward_args)`` against ``baselines``.
+
+    Without ``layer``: contributions of the inputs.  With ``layer`` (a module, module path or
+    graph node name; its input with ``layer_input``): contributions of the layer's activation,
+    or with ``neuron`` (activation -> one value per example), the inputs' contributions to
+    that neuron.  ``groups``: the inputs are repeated that many times in a row, once per
+    reference (DeepLIFT-SHAP's pairs), which lets weighted ops run once per group.
+    """
+    tensors, given_tuple = check_inputs(inputs)
+    extra = as_tuple(additional_forward_args)
+    module = with_target(model, target)
+    check_model(module, tensors)
+    references, shared = check_baselines(baselines, tensors)
+    batch = tensors[0].shape[0]
+    program = capture(module, tensors + extra, batch)
+    if shared and (not program.batch_dynamic or _has_batched_tensor(extra, batch)):
+        references = tuple(r.expand_as(x) for r, x in zip(references, tensors))
+    pairs = [Pair(x.detach().requires_grad_(True), r.detach()) for x, r in zip(tensors, references)]
+    ctx = RuleContext(eps=options.eps, maxpool_mode=options.maxpool_mode, registry=options.registry)
+    plan = make_plan(program, len(tensors), options.rule, dict(options.rule_overrides), options.registry)
+    recorded: list[Pair] = []
+    tap = until = None
+    if layer is not None:
+        node = find_layer(program, module, layer_in(module, layer), len(tensors), layer_input)
+        if neuron is not None:
+            until = node
+        else:
+            tap = (node, lambda value: _record_layer(value, recorded))
+    with torch.enable_grad():
+        output = run_graph(program, module, list(pairs) + list(extra), ctx, plan, BatchLayout(batch, groups), tap, until)
+        if neuron is not None:
+            t, t0 = _neuron_values(output, neuron)
+        else:
+            t, t0 = _target_values(_single_output(output), target, batch, options.softmax_adjustment)
+        points = recorded or pairs
+        grads = torch.autograd.grad(t.sum(), [p.x for p in points], allow_unused=True)
+    multipliers = tuple(torch.zeros_like(p.x) if g is None else g.detach() for g, p in zip(grads, points))
+    contributions = tuple(m * (p.x.detach() - p.ref) for m, p in zip(multipliers, points))
+    t, t0 = t.detach(), t0.detach()
+    delta = check_summation(contributions, t, t0, options.tolerance, options.strict, warn=not recorded)
+    return DeepLiftResult(points, multipliers, contributions, delta, given_tuple)
+
+
+def _record_layer(value: Any, recorded: list[Pair]) -> Pair:
+    """A tapped layer's activation, its input side made a fresh leaf (gradients stop there)."""
+    if not isinstance(value, Pair) or not isinstance(value.x, Tensor) or not value.x.is_floating_point():
+        raise ValueError("the chosen layer's activation is not one floating tensor that depends on the inputs")
+    leaf = Pair(value.x.detach().requires_grad_(True), value.ref)
+    recorded.append(leaf)
+    return leaf
+
+
+def _target_values(output: Pair, target: Any, batch: int, softmax_adjustment: bool) -> tuple[Tensor, Tensor]:
+    """``t(x)`` and ``t(x0)`` per example (a callable target is already part of the graph).
+
+    ``softmax_adjustment`` explains ``c_i - mean_j c_j`` (Shrikumar et al. 2017, section 3.6)."""
+    if not isinstance(output.x, Tensor):
+        raise ValueError("the model's output does not depend on the explained inputs")
+    selected = None if callable(target) and not isinstance(target, Tensor) else target
+    x_out, ref_out = output.x, output.ref.expand_as(output.x)
+    if softmax_adjustment:
+        x_out, ref_out = x_out - x_out.mean(1, keepdim=True), ref_out - ref_out.mean(1, keepdim=True)
+    t = select_target(x_out, selected, batch)
+    t0 = select_target(ref_out, selected, batch, "model output for the reference")
+    check_finite(t, t0)
+    return t, t0
+
+
+def _neuron_values(activation: Any, neuron: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
+    if not isinstance(activation, Pair) or not isinstance(activation.x, Tensor):
+        raise ValueError("the chosen layer's activation is not one tensor that depends on the inputs")
+    t, t0 = neuron(activation.x), neuron(activation.ref.expand_as(activation.x))
+    check_finite(t, t0)
+    return t, t0
+
+
+def _single_output(outputs: list[Any]) -> Pair:
+    if len(outputs) != 1:
+        raise ValueError(f"the model returns {len(outputs)} tensors; deltalift explains a model with one output tensor")
+    (output,) = outputs
+    if not isinstance(output, Pair):
+        raise ValueError("the model's output does not depend on the explained inputs")
+    return output
+
+
+def _has_batched_tensor(values: tuple[Any, ...], batch: int) -> bool:
+    return any(isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == batch and batch > 1 for v in values)
+
+
+def check_finite(t: Tensor, t0: Tensor) -> None:
+    """Refuse to explain a NaN or infinite output."""
+    if not torch.isfinite(t).all():
+        raise FloatingPointError("the model's output for the inputs is NaN or inf")
+    if not torch.isfinite(t0).all():
+        raise FloatingPointError("the model's output for the reference is NaN or inf")

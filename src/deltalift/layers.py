@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from deltalift.capture import CapturedProgram
-from deltalift.engine import input_dependent
+from deltalift.plan import input_dependent
 
 LayerType = Union[nn.Module, str]
 

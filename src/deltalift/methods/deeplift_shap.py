@@ -19,9 +19,9 @@ from collections.abc import Callable
 from typing import Any, Union
 
 import torch
-from torch import nn
 
 from deltalift.inputs import TargetType, TensorOrTuple, as_tuple, check_inputs
+from deltalift.methods.base import Model
 from deltalift.methods.deeplift import DeepLift
 
 Tensor = torch.Tensor
@@ -44,7 +44,7 @@ class DeepLiftShap(DeepLift):
 
     def __init__(
         self,
-        model: nn.Module | Callable[..., Tensor],
+        model: Model,
         multiply_by_inputs: bool = True,
         eps: float = 1e-7,
         *,
@@ -85,9 +85,8 @@ class DeepLiftShap(DeepLift):
             ref_rows = tuple(r[examples.to(r.device)][:, refs.to(r.device)].flatten(0, 1) for r in references)
             row_target = _rows_of(targets, examples, len(refs))
             row_extra = tuple(_rows_of(a, examples, len(refs)) for a in extra)
-            result, delta, _ = self._attribute(
-                rows, ref_rows, row_target, row_extra, custom_attribution_func, groups=len(refs)
-            )
+            run = self._run(rows, ref_rows, row_target, row_extra, groups=len(refs))
+            result, delta = run.attributions(self.multiplies_by_inputs, custom_attribution_func), run.delta
             per_example = [r.unflatten(0, (len(examples), len(refs))).sum(1) for r in result]
             if sums is None:
                 sums = [torch.zeros((n_inputs,) + p.shape[1:], dtype=p.dtype, device=p.device) for p in per_example]

@@ -12,12 +12,11 @@ from collections.abc import Callable
 from typing import Any, Union
 
 import torch
-from torch import nn
 
 from deltalift.inputs import BaselineType, TargetType, TensorOrTuple
 from deltalift.layers import LayerType
-from deltalift.methods.deeplift import DeepLift, _check_finite
-from deltalift.rules.registry import Pair
+from deltalift.methods.base import Model, format_output
+from deltalift.methods.deeplift import DeepLift
 
 Tensor = torch.Tensor
 NeuronSelector = Union[int, tuple[int, ...], Callable[[Tensor], Tensor]]
@@ -29,7 +28,7 @@ class _AtLayer(DeepLift):
 
     def __init__(
         self,
-        model: nn.Module | Callable[..., Tensor],
+        model: Model,
         layer: LayerType,
         multiply_by_inputs: bool = True,
         eps: float = 1e-7,
@@ -58,17 +57,11 @@ class LayerDeepLift(_AtLayer):
     ) -> Any:
         """As :meth:`DeepLift.attribute`, for the layer's output (or, with
         ``attribute_to_layer_input=True``, its input) activations."""
-        walk = self._walk(inputs, baselines, target, additional_forward_args, self.layer, attribute_to_layer_input)
-        layer = walk.layer
-        assert layer is not None
-        with torch.enable_grad():
-            t, t0 = self._targets(walk.output, target, walk.batch)
-            (grad,) = torch.autograd.grad(t.sum(), [layer.x], allow_unused=True)
-        multipliers = (torch.zeros_like(layer.x) if grad is None else grad,)
-        contributions = (multipliers[0] * (layer.x.detach() - layer.ref),)
-        delta = self._check_summation(contributions, t.detach(), t0.detach(), warn=False)
-        (result,) = self._combine(multipliers, contributions, [layer], custom_attribution_func)
-        return (result, delta) if return_convergence_delta else result
+        result = self._run(
+            inputs, baselines, target, additional_forward_args, layer=self.layer, layer_input=attribute_to_layer_input
+        )
+        (out,) = result.attributions(self.multiplies_by_inputs, custom_attribution_func)
+        return (out, result.delta) if return_convergence_delta else out
 
 
 class NeuronDeepLift(_AtLayer):
@@ -89,23 +82,17 @@ class NeuronDeepLift(_AtLayer):
         custom_attribution_func: Callable[..., tuple[Tensor, ...]] | None = None,
         return_convergence_delta: bool = False,
     ) -> Any:
-        walk = self._walk(
-            inputs, baselines, None, additional_forward_args, self.layer, attribute_to_neuron_input, stop_at_layer=True
+        result = self._run(
+            inputs,
+            baselines,
+            None,
+            additional_forward_args,
+            layer=self.layer,
+            layer_input=attribute_to_neuron_input,
+            neuron=lambda activation: _select_neuron(activation, neuron_selector),
         )
-        activation = walk.output
-        if not isinstance(activation, Pair) or not isinstance(activation.x, Tensor):
-            raise ValueError("the chosen layer's activation is not one tensor that depends on the inputs")
-        with torch.enable_grad():
-            t = _select_neuron(activation.x, neuron_selector)
-            t0 = _select_neuron(activation.ref.expand_as(activation.x), neuron_selector)
-            _check_finite(t, t0)
-            grads = torch.autograd.grad(t.sum(), [p.x for p in walk.pairs], allow_unused=True)
-        multipliers = tuple(torch.zeros_like(p.x) if g is None else g.detach() for g, p in zip(grads, walk.pairs))
-        contributions = tuple(m * (p.x.detach() - p.ref) for m, p in zip(multipliers, walk.pairs))
-        delta = self._check_summation(contributions, t.detach(), t0.detach())
-        result = self._combine(multipliers, contributions, walk.pairs, custom_attribution_func)
-        out = result if walk.given_tuple else result[0]
-        return (out, delta) if return_convergence_delta else out
+        out = format_output(result.attributions(self.multiplies_by_inputs, custom_attribution_func), result.given_tuple)
+        return (out, result.delta) if return_convergence_delta else out
 
 
 def _select_neuron(activation: Tensor, selector: NeuronSelector) -> Tensor:

@@ -1,7 +1,8 @@
 """The rule registry and the built-in rules; see :mod:`deltalift.rules.registry`.
 
-Every op of the core ATen set that a model can reach is listed here with its rule.  The lists
-are grouped by rule family so that a reader can see at a glance what each op is treated as.
+Every op of the core ATen set that a model can reach is listed here once, with its kind and
+rule.  The lists are grouped by kind so that a reader can see at a glance what each op is
+treated as (``docs/rules.md`` has the table with the formulas).
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ import operator
 
 import torch
 
-from deltalift.rules import composite, maxtype, product
-from deltalift.rules.linear import item, linear, no_gradient, skip
-from deltalift.rules.product import bilinear_in, divide, multiply
+from deltalift.rules import composite, maxtype
+from deltalift.rules.linear import assertion, getitem, linear, no_gradient
+from deltalift.rules.multipliers import with_multipliers
+from deltalift.rules.product import bilinear, bilinear_in, divide, multiply
 from deltalift.rules.registry import (
+    KINDS,
+    OpRule,
     Pair,
     RuleContext,
     RuleRegistry,
@@ -25,24 +29,34 @@ from deltalift.rules.rescale import first_output_rescale, rescale
 aten = torch.ops.aten
 
 # fmt: off
-#: Affine in their input-dependent arguments: the multiplier is the Jacobian.
+#: Linear, kind "layout": move values without arithmetic.
+LAYOUT_OPS = [
+    aten.view, aten._unsafe_view, aten.reshape, aten.permute, aten.transpose, aten.t, aten.expand,
+    aten.squeeze, aten.unsqueeze, aten.clone, aten.alias, aten._to_copy, aten.slice, aten.select,
+    aten.constant_pad_nd, aten.flip, aten.repeat,
+]
+
+#: Linear, kind "shift": element-wise addition, subtraction, negation.
+SHIFT_OPS = [aten.add, aten.sub, aten.rsub, aten.neg]
+
+#: Linear, kind "average": means and average pooling.
+AVERAGE_OPS = [
+    aten.mean, aten.avg_pool1d, aten.avg_pool2d, aten.avg_pool3d, aten.adaptive_avg_pool1d,
+    aten._adaptive_avg_pool2d, aten._adaptive_avg_pool3d,
+]
+
+#: Linear, kind "linear": the other affine ops.
 LINEAR_OPS = [
-    aten.add, aten.sub, aten.rsub, aten.neg, aten.convolution, aten.addmm, aten.view, aten._unsafe_view,
-    aten.reshape, aten.permute, aten.transpose, aten.t, aten.expand, aten.squeeze, aten.unsqueeze,
-    aten.clone, aten.alias, aten.detach, aten.lift_fresh_copy, aten._to_copy, aten.to, aten.cat,
-    aten.stack, aten.split, aten.split_with_sizes, aten.unbind, aten.chunk, aten.slice, aten.select,
-    aten.index, aten.index_select, aten.gather, aten.narrow, aten.constant_pad_nd,
-    aten.reflection_pad1d, aten.reflection_pad2d, aten.reflection_pad3d, aten.replication_pad1d,
-    aten.replication_pad2d, aten.replication_pad3d, aten.flip, aten.roll, aten.repeat, aten.mean,
-    aten.sum, aten.cumsum, aten.avg_pool1d, aten.avg_pool2d, aten.avg_pool3d,
-    aten._adaptive_avg_pool2d, aten._adaptive_avg_pool3d, aten.adaptive_avg_pool1d,
+    aten.detach, aten.lift_fresh_copy, aten.to, aten.cat, aten.stack, aten.split,
+    aten.split_with_sizes, aten.unbind, aten.chunk, aten.index, aten.index_select, aten.gather,
+    aten.narrow, aten.reflection_pad1d, aten.reflection_pad2d, aten.reflection_pad3d,
+    aten.replication_pad1d, aten.replication_pad2d, aten.replication_pad3d, aten.roll, aten.cumsum,
     aten.upsample_nearest1d, aten.upsample_nearest2d, aten.upsample_nearest3d, aten.upsample_linear1d,
     aten.upsample_bilinear2d, aten.upsample_trilinear3d, aten.upsample_bicubic2d,
-    aten._upsample_bilinear2d_aa, aten._native_batch_norm_legit_no_training, aten.diagonal,
-    aten.tril, aten.triu, aten.unfold, aten.im2col, aten.col2im, aten.pixel_shuffle,
-    aten.pixel_unshuffle, aten.as_strided, aten.select_scatter, aten.slice_scatter,
-    aten.diagonal_scatter, aten.index_put, aten.scatter, aten.scatter_add, aten.copy,
-    aten.masked_fill, aten.zeros_like, aten.ones_like, aten.full_like, aten.empty_like,
+    aten._upsample_bilinear2d_aa, aten.diagonal, aten.tril, aten.triu, aten.unfold, aten.im2col,
+    aten.col2im, aten.pixel_shuffle, aten.pixel_unshuffle, aten.as_strided, aten.select_scatter,
+    aten.slice_scatter, aten.diagonal_scatter, aten.index_put, aten.scatter, aten.scatter_add,
+    aten.copy, aten.masked_fill, aten.zeros_like, aten.ones_like, aten.full_like, aten.empty_like,
     aten.new_zeros, aten.new_ones, aten.new_full, aten.new_empty, aten.full, aten.zeros, aten.ones,
     aten.empty, aten.arange, aten.scalar_tensor, aten.fill, aten.native_dropout, aten.dropout,
     aten.squeeze_copy, aten.view_copy, aten.permute_copy, aten.expand_copy, aten.unsqueeze_copy,
@@ -61,7 +75,7 @@ NO_GRADIENT_OPS = [
 ]
 
 #: Run-time assertions left in the graph by export.
-SKIPPED_OPS = [
+ASSERTION_OPS = [
     aten._assert_scalar, aten._assert_tensor_metadata, aten.sym_constrain_range_for_size,
     aten.sym_constrain_range, aten._assert_async,
 ]
@@ -94,35 +108,43 @@ KEEP_UNDECOMPOSED = [
 
 
 def _register_defaults(registry: RuleRegistry) -> None:
-    for op in LINEAR_OPS:
-        registry.register(op, linear)
-    for op in NO_GRADIENT_OPS:
-        registry.register(op, no_gradient)
-    for op in SKIPPED_OPS:
-        registry.register(op, skip)
-    for op in ELEMENTWISE_OPS:
-        registry.register(op, rescale)
-    registry.register(operator.getitem, item)
+    for ops, rule, kind in (
+        (LAYOUT_OPS, linear, "layout"),
+        (SHIFT_OPS, linear, "shift"),
+        (AVERAGE_OPS, linear, "average"),
+        (LINEAR_OPS, linear, "linear"),
+        (NO_GRADIENT_OPS, no_gradient, "no_gradient"),
+        (ASSERTION_OPS, assertion, "assertion"),
+        (ELEMENTWISE_OPS, rescale, "elementwise"),
+    ):
+        for op in ops:
+            registry.register(op, rule, kind)
+    registry.register(aten.sum, linear, "sum")
+    registry.register(aten._native_batch_norm_legit_no_training, linear, "batch_norm")
+    registry.register(operator.getitem, getitem)
     registry.register(aten.log_sigmoid_forward, first_output_rescale)
     registry.register(aten.mul, multiply)
     registry.register(aten.div, divide)
-    registry.register(aten.mm, bilinear_in(0, 1, rows_independent=True))
-    registry.register(aten.bmm, bilinear_in(0, 1))
-    registry.register(aten.matmul, bilinear_in(0, 1))
-    registry.register(aten.dot, bilinear_in(0, 1))
-    registry.register(aten.addmm, bilinear_in(1, 2, rows_independent=True))
+    registry.register(aten.mm, bilinear_in(0, 1, kind="weighted"))
+    registry.register(aten.addmm, bilinear_in(1, 2, kind="weighted"))
+    registry.register(aten.convolution, bilinear_in(0, 1, kind="weighted"))
+    registry.register(aten.bmm, bilinear)
+    registry.register(aten.matmul, bilinear)
+    registry.register(aten.dot, bilinear)
     registry.register(aten.baddbmm, bilinear_in(1, 2))
-    registry.register(aten.convolution, bilinear_in(0, 1, rows_independent=True))
-    registry.register(aten.max_pool1d_with_indices, maxtype.max_pool(1))
-    registry.register(aten.max_pool2d_with_indices, maxtype.max_pool(2))
-    registry.register(aten.max_pool3d_with_indices, maxtype.max_pool(3))
-    registry.register(aten.adaptive_max_pool1d, maxtype.max_pool(1))
-    registry.register(aten.adaptive_max_pool2d, maxtype.max_pool(2))
-    registry.register(aten.adaptive_max_pool3d, maxtype.max_pool(3))
-    registry.register(aten.amax, maxtype.amax)
-    registry.register(aten.amin, maxtype.amax)
-    registry.register(aten.max, maxtype.max_dim)
-    registry.register(aten.min, maxtype.max_dim)
+    for op, dims in (
+        (aten.max_pool1d_with_indices, 1),
+        (aten.max_pool2d_with_indices, 2),
+        (aten.max_pool3d_with_indices, 3),
+        (aten.adaptive_max_pool1d, 1),
+        (aten.adaptive_max_pool2d, 2),
+        (aten.adaptive_max_pool3d, 3),
+    ):
+        registry.register(op, maxtype.max_pool(dims))
+    for op in (aten.amax, aten.amin):
+        registry.register(op, maxtype.amax)
+    for op in (aten.max, aten.min):
+        registry.register(op, maxtype.max_dim)
     registry.register(aten._softmax, composite.softmax)
     registry.register(aten._log_softmax, composite.log_softmax)
     registry.register(aten.logsumexp, composite.logsumexp)
@@ -136,18 +158,21 @@ def _register_defaults(registry: RuleRegistry) -> None:
 
 _register_defaults(default_registry)
 
-bilinear = product.bilinear_in
-
 __all__ = [
+    "KINDS",
+    "OpRule",
     "Pair",
     "RuleContext",
     "RuleRegistry",
     "default_registry",
     "register_rule",
+    "with_multipliers",
     "linear",
     "rescale",
     "bilinear",
+    "bilinear_in",
     "multiply",
+    "divide",
     "no_gradient",
     "KEEP_UNDECOMPOSED",
 ]

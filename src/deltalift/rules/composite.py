@@ -1,6 +1,6 @@
 """Ops explained by composing exact rules over their elementary parts.
 
-DESIGN.md section 1: softmax, log-softmax, logsumexp, layer norm, group norm and variance are
+Softmax, log-softmax, logsumexp, layer norm, group norm and variance are
 re-expressed with ``exp``, ``sum``, ``reciprocal``, ``log``, ``rsqrt`` and products, each of
 which goes through its own rule, so summation-to-delta holds exactly for the composition.
 
@@ -19,8 +19,9 @@ import torch
 
 from deltalift.errors import UnsupportedOperationError
 from deltalift.rules.linear import linear
-from deltalift.rules.registry import Pair, RuleContext, is_pair
-from deltalift.rules.rescale import _Rescale
+from deltalift.rules.multipliers import with_multipliers
+from deltalift.rules.registry import OpRule, Pair, RuleContext, is_pair
+from deltalift.rules.rescale import rescale_multiplier
 
 Tensor = torch.Tensor
 aten = torch.ops.aten
@@ -39,21 +40,21 @@ def _exp_sum(ctx: RuleContext, pair: Pair, dims: list[int]) -> tuple[Any, Any, T
     return exps, ctx.call(aten.sum.dim_IntList, exps, dims, True), shift
 
 
-def softmax(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _softmax(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``_softmax(x, dim, half_to_float)`` = ``exp(x - c) * reciprocal(sum(exp(x - c)))``."""
     pair, dim = args[0], args[1]
     exps, total, _ = _exp_sum(ctx, pair, [dim])
     return ctx.call(aten.mul.Tensor, exps, ctx.call(aten.reciprocal.default, total))
 
 
-def log_softmax(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _log_softmax(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``_log_softmax(x, dim, half_to_float)`` = ``(x - c) - log(sum(exp(x - c)))``."""
     pair, dim = args[0], args[1]
     exps, total, shift = _exp_sum(ctx, pair, [dim])
     return ctx.call(aten.sub.Tensor, ctx.call(aten.sub.Tensor, pair, shift), ctx.call(aten.log.default, total))
 
 
-def logsumexp(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _logsumexp(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``logsumexp(x, dim, keepdim)`` = ``c + log(sum(exp(x - c)))``."""
     pair = args[0]
     dims = list(args[1] if len(args) > 1 else kwargs.get("dim", []))
@@ -73,7 +74,7 @@ def _normalise(ctx: RuleContext, pair: Any, dims: list[int], eps: float) -> tupl
     return ctx.call(aten.mul.Tensor, centred, rstd), mean, rstd
 
 
-def layer_norm(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _layer_norm(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``native_layer_norm(x, shape, weight, bias, eps)`` -> ``(out, mean, rstd)``."""
     pair, shape, weight, bias, eps = args
     if not is_pair(pair):
@@ -87,7 +88,7 @@ def layer_norm(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[st
     return _contiguous(out), mean, rstd
 
 
-def group_norm(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _group_norm(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``native_group_norm(x, weight, bias, N, C, HxW, group, eps)`` -> ``(out, mean, rstd)``."""
     pair, weight, bias, _n, channels, _hw, groups, eps = args
     if not is_pair(pair):
@@ -104,7 +105,7 @@ def group_norm(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[st
     return _contiguous(out), ctx.call(aten.squeeze.dim, mean, -1), ctx.call(aten.squeeze.dim, rstd, -1)
 
 
-def batch_norm_input_stats(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _batch_norm_input_stats(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``_native_batch_norm_legit.no_stats(x, weight, bias, training, momentum, eps)`` -> ``(out, mean, rstd)``:
     normalisation with the input's own statistics over every dimension but the channels (dim 1).
 
@@ -133,7 +134,7 @@ def _contiguous(pair: Pair) -> Pair:
     return Pair(pair.x.contiguous(), pair.ref.contiguous())
 
 
-def variance(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _variance(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``var``/``var_mean``/``std``/``std_mean`` as ``sum((x - mean)^2) / (n - correction)``."""
     pair = args[0]
     dims = args[1] if len(args) > 1 else kwargs.get("dim")
@@ -154,7 +155,7 @@ def variance(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str,
     return out
 
 
-def where(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _where(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``where(cond, a, b)``: Linear when ``cond`` is constant or equal for input and reference;
     where it differs and one branch is a constant, Rescale on the other branch."""
     cond, a, b = args
@@ -177,10 +178,14 @@ def where(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, An
     def select(condition: Tensor, t: Tensor) -> Tensor:
         return op(condition, t, other) if a_varies else op(condition, other, t)
 
+    def selected(t: Tensor) -> Tensor:
+        return select(cond.x, t)
+
     with torch.no_grad():
         y0 = select(cond.ref, branch.ref)
-    out = _Rescale.apply(branch.x, lambda t: select(cond.x, t), branch.ref.detach(), y0, ctx.eps, False)
-    return Pair(out, y0)
+        y = selected(branch.x.detach())
+        m = rescale_multiplier(selected, branch.x.detach(), branch.ref, y, y0, ctx.eps, False)
+    return Pair(with_multipliers(y, [branch.x], [m]), y0)
 
 
 def _one_side(value: Any) -> Any:
@@ -197,3 +202,13 @@ def _equal_sides(pair: Pair) -> bool:
 
 def _at(ctx: RuleContext) -> str:
     return f" (at {ctx.node_description})" if ctx.node_description else ""
+
+
+softmax = OpRule(_softmax, "composite")
+log_softmax = OpRule(_log_softmax, "composite")
+logsumexp = OpRule(_logsumexp, "composite")
+layer_norm = OpRule(_layer_norm, "composite")
+group_norm = OpRule(_group_norm, "composite")
+batch_norm_input_stats = OpRule(_batch_norm_input_stats, "composite")
+variance = OpRule(_variance, "composite")
+where = OpRule(_where, "select")

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from deltalift.errors import UnsupportedOperationError
-from deltalift.rules.registry import Pair, RuleContext, map_pairs, pairs_in, side, zip_output
+from deltalift.rules.registry import OpRule, Pair, RuleContext, map_pairs, pairs_in, side, zip_output
 
 
 def evaluate_both(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -73,7 +73,7 @@ def _same_on_both_sides(pair: Pair) -> bool:
     return bool(torch.equal(x, ref))
 
 
-def linear(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _linear(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Linear rule: the multiplier is the Jacobian of the (affine) op.
 
     An integer or boolean argument that depends on the input (an index or a mask computed from
@@ -91,13 +91,13 @@ def linear(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, A
     return evaluate_both(op, args, kwargs)
 
 
-def no_gradient(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _no_gradient(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Ops whose output carries no gradient (comparisons, arg-max, shape queries)."""
     with torch.no_grad():
         return zip_output(op(*side(args, "x"), **side(kwargs, "x")), op(*side(args, "ref"), **side(kwargs, "ref")))
 
 
-def item(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _getitem(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``operator.getitem`` on an op's tuple of outputs (or on a Pair of sizes)."""
     container, index = args
     if isinstance(container, Pair):
@@ -105,10 +105,20 @@ def item(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any
     return container[index]
 
 
-def skip(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _assertion(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run-time assertions of the captured graph (they were checked when the model was captured)."""
     return None
 
 
 def _at(ctx: RuleContext) -> str:
     return f" (at {ctx.node_description})" if ctx.node_description else ""
+
+
+#: The Linear rule (also given, with their own kinds, to layout ops, sums, averages, ...).
+linear = OpRule(_linear, "linear")
+#: Ops whose output carries no gradient.
+no_gradient = OpRule(_no_gradient, "no_gradient")
+#: ``operator.getitem`` on a tuple of outputs.
+getitem = OpRule(_getitem, "getitem")
+#: Run-time assertions.
+assertion = OpRule(_assertion, "assertion")

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from deltalift.rules.registry import Pair, RuleContext, pairs_in
+from deltalift.rules.registry import OpRule, Pair, RuleContext, pairs_in
 from deltalift.rules.rescale import near_zero
 
 Tensor = torch.Tensor
@@ -85,7 +85,7 @@ def _route(ctx: RuleContext, pair: Pair, reduce_fn: ReduceFn, plane_dims: int) -
     return Pair(y, y0), Pair(idx, idx0)
 
 
-def max_pool(spatial_dims: int) -> Any:
+def max_pool(spatial_dims: int) -> OpRule:
     """Rule for ``max_pool{1,2,3}d_with_indices`` / ``adaptive_max_pool{1,2,3}d`` (values, indices)."""
 
     def rule(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -96,7 +96,7 @@ def max_pool(spatial_dims: int) -> Any:
 
         return _route(ctx, pair, reduce_fn, pair.x.ndim - spatial_dims)
 
-    return rule
+    return OpRule(rule, "max")
 
 
 def _reduce_over(ctx: RuleContext, pair: Pair, dims: list[int], keepdim: bool) -> tuple[Pair, Pair]:
@@ -130,7 +130,7 @@ def _negated(pair: Pair) -> Pair:
     return Pair(-pair.x, -pair.ref)
 
 
-def amax(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _amax(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``amax(x, dim=(), keepdim=False)`` and ``amin`` (as ``-amax(-x)``)."""
     pair = args[0]
     dims = list(args[1] if len(args) > 1 else kwargs.get("dim", []))
@@ -140,7 +140,7 @@ def amax(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any
     return _negated(values) if is_min else values
 
 
-def max_dim(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _max_dim(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``max.dim`` / ``min.dim`` (values, indices) and the full reductions ``max()`` / ``min()``."""
     (pair,) = pairs_in(args)
     is_min = op.overloadpacket is torch.ops.aten.min
@@ -152,3 +152,9 @@ def max_dim(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, 
     keepdim = bool(args[2] if len(args) > 2 else kwargs.get("keepdim", False))
     values, indices = _reduce_over(ctx, source, [dim], keepdim)
     return (_negated(values) if is_min else values), indices
+
+
+#: ``amax`` / ``amin``.
+amax = OpRule(_amax, "max")
+#: ``max`` / ``min`` (over one dimension, with indices, or over all).
+max_dim = OpRule(_max_dim, "max")

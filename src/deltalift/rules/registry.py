@@ -1,16 +1,20 @@
 """The rule registry: every ATen operation the engine meets maps to exactly one rule.
 
-A *rule* is a function ``rule(ctx, op, args, kwargs)`` that evaluates ``op`` for the explained
-input and for the reference at the same time.  Values that depend on the explained input travel
-through the graph as :class:`Pair` ``(x, ref)``: ``x`` carries autograd for the input pass,
-``ref`` is the reference activation (computed without autograd).  Everything else (parameters,
-buffers, additional forward arguments) is a plain constant shared by both passes.
+A *rule* is an :class:`OpRule`: a function ``apply(ctx, op, args, kwargs)`` that evaluates ``op``
+for the explained input and for the reference at the same time, and the *kind* of operation it
+is for (see :data:`KINDS`).  The kind is recorded once, here, and read by every method: the
+engine (which ops RevealCancel may replace, which weighted ops its batching may share), LRP
+(which rule of a composite an op gets) and the graph canonicalizer.
 
-The rule returns the op's output as a Pair (or a tuple of Pairs for ops with several outputs)
-whose ``x`` is wired so that its backward returns the DeepLIFT multiplier of the op.
+Values that depend on the explained input travel through the graph as :class:`Pair`
+``(x, ref)``: ``x`` carries autograd for the input pass, ``ref`` is the reference activation
+(computed without autograd).  Everything else (parameters, buffers, additional forward
+arguments) is a plain constant shared by both passes.  A rule returns the op's output as a Pair
+(or a tuple of Pairs for ops with several outputs) whose ``x`` is wired so that its backward
+returns the DeepLIFT multiplier of the op (:func:`deltalift.rules.multipliers.with_multipliers`).
 
-An op with no rule is an error (:class:`MissingRuleError`), never a silent fallback to the
-gradient.  Users add rules with :func:`register_rule`.
+An op with no rule is an error (:class:`~deltalift.errors.MissingRuleError`), never a silent
+fallback to the gradient.  Users add rules with :func:`register_rule`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,28 @@ import torch
 
 from deltalift.errors import MissingRuleError
 
+#: The kinds of operation, each with the rule family it belongs to.
+KINDS = {
+    "layout": "Linear: moves values without arithmetic (views, reshapes, slicing, padding, copies)",
+    "linear": "Linear: any other affine op (concatenation, indexing, cumulative sums, interpolation, ...)",
+    "shift": "Linear: element-wise addition, subtraction and negation",
+    "sum": "Linear: sums over dimensions",
+    "average": "Linear: averages (mean, average pooling)",
+    "batch_norm": "Linear: batch norm in eval mode",
+    "weighted": "Linear in the activation, product when the weight is an activation too (dense, convolution)",
+    "multiply": "Product: element-wise multiplication (Linear with one input-dependent factor)",
+    "product": "Product: matrix products of two activations (Linear with one)",
+    "divide": "Product: division, as multiplication by a Rescaled reciprocal",
+    "elementwise": "Rescale: an element-wise nonlinearity (Shapley split with two input-dependent arguments)",
+    "max": "Max routing: max pooling and max/min reductions",
+    "composite": "Composed of the other rules: softmax, logsumexp, norms, variance",
+    "select": "where(cond, a, b): Linear where the condition is the same for input and reference, else Rescale",
+    "no_gradient": "No multiplier: comparisons, masks, indices, shape queries",
+    "assertion": "Skipped: run-time assertions of the captured graph",
+    "getitem": "Picks one output of an op that returns several",
+    "custom": "A rule registered by the user",
+}
+
 
 class Pair(NamedTuple):
     """A value that depends on the explained input: ``x`` for the input, ``ref`` for the reference."""
@@ -31,7 +57,47 @@ class Pair(NamedTuple):
     ref: Any
 
 
-Rule = Callable[["RuleContext", Any, tuple[Any, ...], dict[str, Any]], Any]
+RuleFunction = Callable[["RuleContext", Any, tuple[Any, ...], dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class OpRule:
+    """A DeepLIFT rule and the kind of operation it is for.
+
+    Attributes
+    ----------
+    apply:
+        ``apply(ctx, op, args, kwargs)``: the op's output Pair(s), wired for multipliers.
+    kind:
+        One of :data:`KINDS`.
+    factors:
+        For products and weighted ops: the positions of the two factors in ``args`` (for a
+        weighted op, the activation first, then the weight).
+    reveal_cancel:
+        Whether RevealCancel may replace this rule where a weighted op feeds the op (an
+        element-wise nonlinearity of one argument; Shrikumar et al. 2017, section 3.5.3).
+    """
+
+    apply: RuleFunction
+    kind: str
+    factors: tuple[int, int] | None = None
+    reveal_cancel: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown kind {self.kind!r}; one of {', '.join(KINDS)}")
+
+    def __call__(self, ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return self.apply(ctx, op, args, kwargs)
+
+
+def as_rule(rule: OpRule | RuleFunction, kind: str | None = None) -> OpRule:
+    """An :class:`OpRule` from a rule or a plain rule function (of kind ``"custom"`` unless given)."""
+    if isinstance(rule, OpRule):
+        return rule if kind is None or kind == rule.kind else OpRule(rule.apply, kind, rule.factors, rule.reveal_cancel)
+    if not callable(rule):
+        raise TypeError(f"a rule must be an OpRule or a function (ctx, op, args, kwargs), got {type(rule).__name__}")
+    return OpRule(rule, kind or "custom")
 
 
 def is_pair(value: Any) -> bool:
@@ -95,20 +161,21 @@ def is_float_tensor(value: Any) -> bool:
 class RuleRegistry:
     """Maps an ATen op (an ``OpOverloadPacket`` such as ``torch.ops.aten.relu`` or a specific
     ``OpOverload`` such as ``torch.ops.aten.max.dim``, or a Python callable such as
-    ``operator.getitem``) to a rule.  Specific overloads win over their packet."""
+    ``operator.getitem``) to its :class:`OpRule`.  Specific overloads win over their packet."""
 
     def __init__(self) -> None:
-        self._rules: dict[Any, Rule] = {}
+        self._rules: dict[Any, OpRule] = {}
 
-    def register(self, op: Any, rule: Rule) -> None:
-        self._rules[op] = rule
+    def register(self, op: Any, rule: OpRule | RuleFunction, kind: str | None = None) -> None:
+        """Give ``op`` the rule ``rule``; ``kind`` overrides the rule's own kind."""
+        self._rules[op] = as_rule(rule, kind)
 
     def copy(self) -> RuleRegistry:
         new = RuleRegistry()
         new._rules = dict(self._rules)
         return new
 
-    def find(self, op: Any) -> Rule | None:
+    def find(self, op: Any) -> OpRule | None:
         if op in self._rules:
             return self._rules[op]
         packet = getattr(op, "overloadpacket", None)
@@ -116,11 +183,20 @@ class RuleRegistry:
             return self._rules[packet]
         return None
 
-    def lookup(self, op: Any, where: str = "") -> Rule:
+    def lookup(self, op: Any, where: str = "") -> OpRule:
         rule = self.find(op)
         if rule is None:
             raise MissingRuleError(op, where)
         return rule
+
+    def kind(self, op: Any) -> str | None:
+        """The kind of ``op`` (:data:`KINDS`), ``None`` for an op with no rule."""
+        rule = self.find(op)
+        return None if rule is None else rule.kind
+
+    def ops(self, kind: str) -> list[Any]:
+        """The ops registered with ``kind``."""
+        return [op for op, rule in self._rules.items() if rule.kind == kind]
 
     def __contains__(self, op: Any) -> bool:
         return self.find(op) is not None
@@ -140,38 +216,40 @@ class RuleContext:
         to the derivative at the reference (the original DeepLIFT uses 1e-7).
     maxpool_mode:
         ``"summation"`` (default, keeps summation-to-delta) or ``"gradient"``.
-    input_groups, batch_rows:
-        Set by DeepLIFT-SHAP: the ``batch_rows`` examples are ``batch_rows / input_groups``
-        inputs, each repeated ``input_groups`` times in a row (one per reference), so every
-        input-side activation is too, and heavy linear ops may evaluate one row per group.
-    call:
-        ``call(op, *args, **kwargs)`` evaluates ``op`` through the registry; composite rules
-        (softmax, layer norm, ...) are written with it.
+    registry:
+        The rules to use.
+    node:
+        The graph node being evaluated, for error messages.
     """
 
     eps: float = 1e-7
     maxpool_mode: str = "summation"
-    input_groups: int = 1
-    batch_rows: int = 0
     registry: RuleRegistry = field(default_factory=lambda: default_registry)
-    node: Any = None  #: the graph node being evaluated, for error messages
+    node: Any = None
 
     @property
     def node_description(self) -> str:
         return describe(self.node) if self.node is not None else ""
 
     def call(self, op: Any, *args: Any, **kwargs: Any) -> Any:
+        """Evaluate ``op`` through its rule (composite rules are written with this); ops that
+        touch no Pair are evaluated once, without autograd.  The one dispatcher of rules."""
         if not pairs_in((args, kwargs)):
             with torch.no_grad():
                 return op(*args, **kwargs)
         return self.registry.lookup(op, self.node_description)(self, op, args, kwargs)
 
 
-def register_rule(op: Any, rule: Rule, registry: RuleRegistry | None = None) -> None:
-    """Register ``rule`` for ``op`` (e.g. ``register_rule(torch.ops.aten.my_op, rules.rescale)``).
+def register_rule(
+    op: Any, rule: OpRule | RuleFunction, registry: RuleRegistry | None = None, kind: str | None = None
+) -> None:
+    """Register ``rule`` for ``op``, e.g. ``register_rule(torch.ops.aten.i0, rules.rescale)``.
 
-    Built-in rules to choose from: :func:`deltalift.rules.linear` (the op is affine in its
-    input-dependent arguments), :func:`deltalift.rules.rescale` (an element-wise function of
-    one input), :func:`deltalift.rules.bilinear` (a product of two activations).
+    Built-in rules to choose from (each an :class:`OpRule`): :data:`deltalift.rules.linear`
+    (the op is affine in its input-dependent arguments), :data:`deltalift.rules.rescale` (an
+    element-wise function of one input, or of two with the Shapley split),
+    :data:`deltalift.rules.bilinear` (a product of its first two arguments; ``rules.bilinear_in(i,
+    j)`` for other positions).  A plain function ``rule(ctx, op, args, kwargs)`` is registered
+    as kind ``"custom"`` (or ``kind``); see ``docs/adding-a-rule.md``.
     """
-    (registry or default_registry).register(op, rule)
+    (registry or default_registry).register(op, rule, kind)

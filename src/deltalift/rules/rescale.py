@@ -24,7 +24,8 @@ from typing import Any
 import torch
 
 from deltalift.errors import UnsupportedOperationError
-from deltalift.rules.registry import Pair, RuleContext, is_float_tensor, map_pairs, pairs_in
+from deltalift.rules.multipliers import with_multipliers
+from deltalift.rules.registry import OpRule, Pair, RuleContext, is_float_tensor, map_pairs, pairs_in
 
 Tensor = torch.Tensor
 
@@ -86,53 +87,26 @@ def derivative_where(
     return derivative
 
 
-class _Rescale(torch.autograd.Function):
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor], x0: Tensor, y0: Tensor, eps: float, pointwise: bool
-    ) -> Tensor:
-        y = fn(x)
-        shape = y.shape if y.shape == y0.shape else torch.broadcast_shapes(y.shape, y0.shape)
-        m = secant_multiplier(y - y0, x - x0, eps, derivative_where(fn, [x0], 0, shape, pointwise))
-        ctx.save_for_backward(m)
-        ctx.x_shape = x.shape
-        return y
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        (m,) = ctx.saved_tensors
-        return (grad * m).sum_to_size(ctx.x_shape), None, None, None, None, None
+def rescale_multiplier(
+    fn: Callable[[Tensor], Tensor], x: Tensor, x0: Tensor, y: Tensor, y0: Tensor, eps: float, pointwise: bool
+) -> Tensor:
+    """Rescale's ``m = (f(x) - f(x0)) / (x - x0)``, the derivative at ``x0`` where ``|x - x0| <= eps``."""
+    shape = y.shape if y.shape == y0.shape else torch.broadcast_shapes(y.shape, y0.shape)
+    return secant_multiplier(y - y0, x - x0, eps, derivative_where(fn, [x0], 0, shape, pointwise))
 
 
-class _Shapley2(torch.autograd.Function):
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        a: Tensor,
-        b: Tensor,
-        fn: Callable[[Tensor, Tensor], Tensor],
-        a0: Tensor,
-        b0: Tensor,
-        y0: Tensor,
-        eps: float,
-        pointwise: bool,
-    ) -> Tensor:
-        y = fn(a, b)
-        y_a, y_b = fn(a, b0), fn(a0, b)
-        phi_a = 0.5 * ((y_a - y0) + (y - y_b))
-        phi_b = 0.5 * ((y_b - y0) + (y - y_a))
-        shape = y.shape if y.shape == y0.shape else torch.broadcast_shapes(y.shape, y0.shape)
-        m_a = secant_multiplier(phi_a, a - a0, eps, derivative_where(fn, [a0, b0], 0, shape, pointwise))
-        m_b = secant_multiplier(phi_b, b - b0, eps, derivative_where(fn, [a0, b0], 1, shape, pointwise))
-        ctx.save_for_backward(m_a, m_b)
-        ctx.shapes = (a.shape, b.shape)
-        return y
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        m_a, m_b = ctx.saved_tensors
-        a_shape, b_shape = ctx.shapes
-        return (grad * m_a).sum_to_size(a_shape), (grad * m_b).sum_to_size(b_shape), None, None, None, None, None, None
+def shapley2_multipliers(
+    fn: Callable[[Tensor, Tensor], Tensor], a: Pair, b: Pair, y: Tensor, y0: Tensor, eps: float, pointwise: bool
+) -> tuple[Tensor, Tensor]:
+    """The two-player Shapley multipliers ``(C(da) / da, C(db) / db)`` of ``y = fn(a, b)``."""
+    a_x, b_x, a0, b0 = a.x.detach(), b.x.detach(), a.ref, b.ref
+    y_a, y_b = fn(a_x, b0), fn(a0, b_x)
+    phi_a = 0.5 * ((y_a - y0) + (y - y_b))
+    phi_b = 0.5 * ((y_b - y0) + (y - y_a))
+    shape = y.shape if y.shape == y0.shape else torch.broadcast_shapes(y.shape, y0.shape)
+    m_a = secant_multiplier(phi_a, a_x - a0, eps, derivative_where(fn, [a0, b0], 0, shape, pointwise))
+    m_b = secant_multiplier(phi_b, b_x - b0, eps, derivative_where(fn, [a0, b0], 1, shape, pointwise))
+    return m_a, m_b
 
 
 def _substitute(tree: Any, replacements: dict[int, Any]) -> Any:
@@ -145,7 +119,9 @@ def rescale_function(ctx: RuleContext, fn: Callable[[Tensor], Tensor], pair: Pai
     tensor argument, see :func:`derivative_where`)."""
     with torch.no_grad():
         y0 = fn(pair.ref)
-    return Pair(_Rescale.apply(pair.x, fn, pair.ref.detach(), y0, ctx.eps, pointwise), y0)
+        y = fn(pair.x.detach())
+        m = rescale_multiplier(fn, pair.x.detach(), pair.ref, y, y0, ctx.eps, pointwise)
+    return Pair(with_multipliers(y, [pair.x], [m]), y0)
 
 
 def only_scalar_arguments(args: Any, kwargs: Any) -> bool:
@@ -166,7 +142,7 @@ def only_scalar_arguments(args: Any, kwargs: Any) -> bool:
     return not found
 
 
-def rescale(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _rescale(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Rescale for an element-wise op of one activation; the Shapley split for two."""
     pairs = [p for p in pairs_in((args, kwargs)) if is_float_tensor(p.x)]
     if len(pairs) != len(pairs_in((args, kwargs))):
@@ -200,14 +176,21 @@ def shapley2_function(
     """Apply the exact two-player Shapley split to an element-wise ``fn(a, b)``."""
     with torch.no_grad():
         y0 = fn(a.ref, b.ref)
-    out = _Shapley2.apply(a.x, b.x, fn, a.ref.detach(), b.ref.detach(), y0, ctx.eps, pointwise)
-    return Pair(out, y0)
+        y = fn(a.x.detach(), b.x.detach())
+        m_a, m_b = shapley2_multipliers(fn, a, b, y, y0, ctx.eps, pointwise)
+    return Pair(with_multipliers(y, [a.x, b.x], [m_a, m_b]), y0)
 
 
-def first_output_rescale(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _first_output_rescale(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Rescale for an element-wise op that returns ``(value, buffer)``, e.g. ``log_sigmoid_forward``."""
     (pair,) = pairs_in(args)
     out = rescale_function(ctx, lambda t: op(t, *args[1:], **kwargs)[0], pair, only_scalar_arguments(args, kwargs))
     with torch.no_grad():
         _, buffer = op(pair.ref, *args[1:], **kwargs)
     return (out, Pair(buffer, buffer))
+
+
+#: Rescale for element-wise nonlinearities (RevealCancel may replace it after a weighted op).
+rescale = OpRule(_rescale, "elementwise", reveal_cancel=True)
+#: Rescale on the first output of an element-wise op that returns ``(value, buffer)``.
+first_output_rescale = OpRule(_first_output_rescale, "elementwise")

@@ -2,7 +2,7 @@
 
 As in Zennit (Anders et al. 2021, arXiv:2106.13200), a composite assigns rules by position and
 type, never by editing the model.  deltalift works on the graph of ATen operations, so it assigns
-by *op kind* (:data:`~deltalift.methods.lrp_rules.KINDS`: ``"conv"``, ``"dense"``, ``"pool"``,
+by *op kind* (:data:`~deltalift.methods.lrp.rules.KINDS`: ``"conv"``, ``"dense"``, ``"pool"``,
 ...) instead of module type, and by module path or graph node name; functional calls
 (``F.relu``) and modules used twice get the same rules as module-per-use models.
 
@@ -28,7 +28,7 @@ from typing import Any, Union
 
 import torch
 
-from deltalift.methods.lrp_rules import (
+from deltalift.methods.lrp.rules import (
     KINDS,
     AlphaBeta,
     Epsilon,
@@ -37,7 +37,7 @@ from deltalift.methods.lrp_rules import (
     Gradient,
     Norm,
     Pass,
-    Rule,
+    RelevanceRule,
     Stabilizer,
     ZBox,
     ZPlus,
@@ -46,12 +46,12 @@ from deltalift.methods.lrp_rules import (
 
 Names = Union[str, Sequence[str]]
 #: ``[(kind or kinds, rule), ...]`` or ``{kind or kinds: rule}``; rules may be given by name.
-KindMap = Union[Sequence[tuple[Names, Union[Rule, str]]], Mapping[Any, Union[Rule, str]]]
+KindMap = Union[Sequence[tuple[Names, Union[RelevanceRule, str]]], Mapping[Any, Union[RelevanceRule, str]]]
 #: ``[(module path(s) or node name(s), rule), ...]`` or ``{path: rule}``.
 NameMap = KindMap
 
 
-def _entries(mapping: KindMap | None, what: str, check_kinds: bool) -> list[tuple[tuple[str, ...], Rule]]:
+def _entries(mapping: KindMap | None, what: str, check_kinds: bool) -> list[tuple[tuple[str, ...], RelevanceRule]]:
     if mapping is None:
         return []
     items: Iterable[Any] = mapping.items() if isinstance(mapping, Mapping) else mapping
@@ -75,7 +75,7 @@ def _entries(mapping: KindMap | None, what: str, check_kinds: bool) -> list[tupl
     return entries
 
 
-def base_map(stabilizer: Stabilizer = 1e-6) -> list[tuple[tuple[str, ...], Rule]]:
+def base_map(stabilizer: Stabilizer = 1e-6) -> list[tuple[tuple[str, ...], RelevanceRule]]:
     """The rules every composite shares, after its own (Zennit's ``layer_map_base``)."""
     return [
         (("activation",), Pass()),
@@ -118,7 +118,7 @@ class Composite:
         self.name_map = _entries(name_map, "name_map", False)
         self.merge_batch_norm = merge_batch_norm
 
-    def rule(self, kind: str, names: Sequence[str], input_layer: bool) -> Rule | None:
+    def rule(self, kind: str, names: Sequence[str], input_layer: bool) -> RelevanceRule | None:
         """The rule of an op of ``kind`` whose node name and module paths (innermost first) are
         ``names``; ``None`` where no map has one."""
         for name in names:

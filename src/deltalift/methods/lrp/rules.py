@@ -11,7 +11,7 @@ Notation: ``a+ = max(a, 0)``, ``a- = min(a, 0)``; ``f+`` is the op with weights 
 to ``>= 0``, ``f-`` to ``<= 0``; ``f^0`` the same op without bias; ``stab(z) = z + eps * sign(z)``
 with ``sign(0) = +1`` (Zennit's ``Stabilizer``).
 
-The rules are applied by :mod:`deltalift.methods.lrp`, whose backward pass carries relevance per
+The rules are applied by :mod:`deltalift.methods.lrp.walk`, whose backward pass carries relevance per
 unit of activation (``R / a``), so that gradient x input is relevance.  Op *kinds* name the
 families of ops a rule may be given to (see :data:`KINDS`).
 """
@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Union
 
 import torch
+
+from deltalift.canonical import WeightedOp
 
 Tensor = torch.Tensor
 Stabilizer = Union[float, Callable[[Tensor], Tensor]]
@@ -63,47 +64,7 @@ def negative(t: Tensor) -> Tensor:
     return t.clamp(max=0)
 
 
-@dataclass(frozen=True)
-class Layer:
-    """A weighted linear op ``z = function(a, weight, bias)`` of the captured graph.
-
-    ``channel_dim`` is the weight dimension of the output channels (where a following batch
-    norm's scale applies), ``None`` where a batch norm cannot be merged.  ``backward``, where
-    given, computes ``J^T s`` as ``backward(s, a, weight)`` without a forward pass.
-    """
-
-    kind: str
-    weight: Tensor
-    bias: Tensor | None
-    function: Callable[[Tensor, Tensor, Tensor | None], Tensor]
-    channel_dim: int | None = 0
-    backward: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
-
-    def __call__(self, a: Tensor) -> Tensor:
-        return self.function(a, self.weight, self.bias)
-
-    def modified(self, modifier: Callable[[Tensor], Tensor], zero: Sequence[str] = ()) -> Layer:
-        """The op with ``modifier`` applied to weight and bias; the parameters named in ``zero``
-        (``"weight"``, ``"bias"``) are set to zero instead (Zennit's ``ParamMod``)."""
-
-        def modify(name: str, value: Tensor) -> Tensor:
-            return torch.zeros_like(value) if name in zero else modifier(value)
-
-        bias = None if self.bias is None else modify("bias", self.bias)
-        return replace(self, weight=modify("weight", self.weight), bias=bias)
-
-    def transpose(self, s: Tensor, like: Tensor) -> Tensor:
-        """``J^T s``: the gradient of ``<s, f(a)>`` with respect to ``a`` (the op is linear in ``a``)."""
-        if self.backward is not None:
-            return self.backward(s, like, self.weight)
-        a = torch.zeros_like(like).requires_grad_(True)
-        with torch.enable_grad():
-            z = self(a)
-        (grad,) = torch.autograd.grad(z, a, s)
-        return grad
-
-
-class Rule:
+class RelevanceRule:
     """Base of the LRP rules.  ``kinds``: the op kinds (:data:`KINDS`) the rule may be given to."""
 
     name: ClassVar[str] = ""
@@ -114,7 +75,7 @@ class Rule:
         return f"{type(self).__name__}({options})"
 
 
-class Gradient(Rule):
+class Gradient(RelevanceRule):
     """The op's own gradient.  As relevance travels as ``R / a``, this is LRP-0 (the z-rule,
     ``R_i = sum_j a_i w_ij / z_j R_j``, Bach et al. 2015) on linear ops, with relevance absorbed
     by biases; on max pooling it gives all relevance to the arg-max (winner takes all)."""
@@ -123,7 +84,7 @@ class Gradient(Rule):
     kinds = frozenset(KINDS)
 
 
-class Pass(Rule):
+class Pass(RelevanceRule):
     """Relevance passes unchanged, ``R_in = R_out`` (Zennit's ``Pass``, its rule for activations
     and, without canonizers, for batch norm).  Carried as ``R / a``, it is ``g_in = g_out * y / x``;
     relevance on an input that is exactly zero cannot be carried and is dropped (only where
@@ -133,7 +94,7 @@ class Pass(Rule):
     kinds = frozenset({"activation", "batch_norm"})
 
 
-class Uniform(Rule):
+class Uniform(RelevanceRule):
     """A product of two activations gives each factor half of its relevance, ``R_a = R_b = R / 2``
     (the uniform rule of AttnLRP, Achtibat et al. 2024, "AttnLRP: Attention-aware layer-wise
     relevance propagation for transformers", ICML).  For ``z = a * b`` and matrix products this is
@@ -143,7 +104,7 @@ class Uniform(Rule):
     kinds = frozenset({"product"})
 
 
-class LayerRule(Rule, ABC):
+class LayerRule(RelevanceRule, ABC):
     """A rule for a weighted linear op.  ``direct`` rules give relevance that is not proportional
     to the op's input (Flat, WSquare, ZBox); they are meant for the input layer."""
 
@@ -151,7 +112,7 @@ class LayerRule(Rule, ABC):
     direct: ClassVar[bool] = False
 
     @abstractmethod
-    def relevance(self, layer: Layer, a: Tensor, r: Tensor) -> Tensor:
+    def relevance(self, layer: WeightedOp, a: Tensor, r: Tensor) -> Tensor:
         """The relevance of the op's input ``a`` given the relevance ``r`` of its output."""
 
 
@@ -173,7 +134,7 @@ class Epsilon(LayerRule):
         self.epsilon = _check_stabilizer(epsilon, "epsilon")
         self.zero_params = tuple(zero_params)
 
-    def relevance(self, layer: Layer, a: Tensor, r: Tensor) -> Tensor:
+    def relevance(self, layer: WeightedOp, a: Tensor, r: Tensor) -> Tensor:
         plain = layer.modified(lambda p: p, self.zero_params)
         return a * plain.transpose(r / stabilize(plain(a), self.epsilon), a)
 
@@ -208,7 +169,7 @@ class ZPlus(LayerRule):
         self.stabilizer = _check_stabilizer(stabilizer, "stabilizer")
         self.zero_params = tuple(zero_params)
 
-    def relevance(self, layer: Layer, a: Tensor, r: Tensor) -> Tensor:
+    def relevance(self, layer: WeightedOp, a: Tensor, r: Tensor) -> Tensor:
         up = layer.modified(positive, self.zero_params)
         down = layer.modified(negative, self.zero_params + ("bias",))
         a_up, a_down = positive(a), negative(a)
@@ -240,7 +201,7 @@ class AlphaBeta(LayerRule):
         self.stabilizer = _check_stabilizer(stabilizer, "stabilizer")
         self.zero_params = tuple(zero_params)
 
-    def relevance(self, layer: Layer, a: Tensor, r: Tensor) -> Tensor:
+    def relevance(self, layer: WeightedOp, a: Tensor, r: Tensor) -> Tensor:
         nobias = self.zero_params + ("bias",)
         up, down = layer.modified(positive, self.zero_params), layer.modified(negative, self.zero_params)
         up0, down0 = layer.modified(positive, nobias), layer.modified(negative, nobias)
@@ -271,7 +232,7 @@ class Gamma(LayerRule):
         self.stabilizer = _check_stabilizer(stabilizer, "stabilizer")
         self.zero_params = tuple(zero_params)
 
-    def relevance(self, layer: Layer, a: Tensor, r: Tensor) -> Tensor:
+    def relevance(self, layer: WeightedOp, a: Tensor, r: Tensor) -> Tensor:
         gamma, nobias = self.gamma, self.zero_params + ("bias",)
         up = layer.modified(lambda p: p + gamma * positive(p), self.zero_params)
         down = layer.modified(lambda p: p + gamma * negative(p), self.zero_params)
@@ -309,7 +270,7 @@ class ZBox(LayerRule):
         self.stabilizer = _check_stabilizer(stabilizer, "stabilizer")
         self.zero_params = tuple(zero_params)
 
-    def relevance(self, layer: Layer, a: Tensor, r: Tensor) -> Tensor:
+    def relevance(self, layer: WeightedOp, a: Tensor, r: Tensor) -> Tensor:
         low = torch.as_tensor(self.low).to(a).expand_as(a)
         high = torch.as_tensor(self.high).to(a).expand_as(a)
         plain = layer.modified(lambda p: p, self.zero_params)
@@ -329,7 +290,7 @@ class Flat(LayerRule):
     def __init__(self, stabilizer: Stabilizer = 1e-6) -> None:
         self.stabilizer = _check_stabilizer(stabilizer, "stabilizer")
 
-    def relevance(self, layer: Layer, a: Tensor, r: Tensor) -> Tensor:
+    def relevance(self, layer: WeightedOp, a: Tensor, r: Tensor) -> Tensor:
         flat = layer.modified(torch.ones_like, ("bias",))
         return flat.transpose(r / stabilize(flat(torch.ones_like(a)), self.stabilizer), a)
 
@@ -345,13 +306,13 @@ class WSquare(LayerRule):
         self.stabilizer = _check_stabilizer(stabilizer, "stabilizer")
         self.zero_params = tuple(zero_params)
 
-    def relevance(self, layer: Layer, a: Tensor, r: Tensor) -> Tensor:
+    def relevance(self, layer: WeightedOp, a: Tensor, r: Tensor) -> Tensor:
         square = layer.modified(torch.square, self.zero_params)
         return square.transpose(r / stabilize(square(torch.ones_like(a)), self.stabilizer), a)
 
 
 #: Rules that can be named by a string, with their default parameters.
-RULE_NAMES: dict[str, Callable[[], Rule]] = {
+RULE_NAMES: dict[str, Callable[[], RelevanceRule]] = {
     "epsilon": Epsilon,
     "norm": Norm,
     "zplus": ZPlus,
@@ -366,9 +327,9 @@ RULE_NAMES: dict[str, Callable[[], Rule]] = {
 }
 
 
-def as_rule(rule: Rule | str) -> Rule:
+def as_rule(rule: RelevanceRule | str) -> RelevanceRule:
     """A rule, or the rule named by a string (see :data:`RULE_NAMES`)."""
-    if isinstance(rule, Rule):
+    if isinstance(rule, RelevanceRule):
         return rule
     if not isinstance(rule, str):
         raise TypeError(f"a rule must be an LRP rule or a rule name, got {type(rule).__name__}")

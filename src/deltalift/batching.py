@@ -1,0 +1,118 @@
+"""The engine's batching of weighted ops (dense, convolution): fewer, larger calls, same values.
+
+Two layouts of a DeepLIFT walk let a weighted op ``z = W a + b`` whose activation ``a`` is the
+only input-dependent argument run in fewer calls (the op treats the rows of ``a``
+independently, so the values are those of separate calls):
+
+- **a shared reference** (one reference row for the whole batch): input and reference rows go
+  through one call on ``cat([a, a0])``, so the weight is read once;
+- **DeepLIFT-SHAP pairs** (:class:`BatchLayout` with ``groups > 1``): the batch holds each
+  example repeated once per reference, so every input-side activation upstream of the first
+  input-dependent mixing with a reference is repeated too; the op runs on one row per group
+  (after checking that the rows are indeed equal) and the result is expanded; backward runs
+  on all rows, with the op's transpose from :mod:`deltalift.canonical`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from deltalift.canonical import weighted_op
+from deltalift.rules.registry import Pair, is_pair, pairs_in
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """How the rows of a walk's batch are laid out: ``rows`` rows, each input repeated
+    ``groups`` times in a row (one per reference, under DeepLIFT-SHAP)."""
+
+    rows: int
+    groups: int = 1
+
+
+def evaluate_weighted(
+    op: Any, args: tuple[Any, ...], kwargs: dict[str, Any], factors: tuple[int, int], layout: BatchLayout
+) -> Pair | None:
+    """``op`` on its activation ``args[factors[0]]`` in fewer calls where the layout allows,
+    ``None`` where it does not (the op's rule then applies)."""
+    position, weight_position = factors
+    a, weight = args[position], args[weight_position]
+    if kwargs or not is_pair(a) or len(pairs_in(args)) != 1:
+        return None
+    if a.x.ndim != getattr(weight, "ndim", a.x.ndim):  # not a batched convolution or matrix product
+        return None
+    grouped = _grouped_rows(op, args, position, layout)
+    if grouped is not None:
+        return grouped
+    if 2 * a.ref.shape[0] <= a.x.shape[0]:
+        return _stacked_rows(op, args, position)
+    return None
+
+
+def _stacked_rows(op: Any, args: tuple[Any, ...], position: int) -> Pair:
+    """Evaluate a row-wise linear op once on ``cat([x, ref])`` and split the rows again."""
+    pair = args[position]
+    rows = pair.x.shape[0]
+    stacked = list(args)
+    stacked[position] = torch.cat([pair.x, pair.ref.detach()])
+    out = op(*stacked)
+    return Pair(out[:rows], out[rows:].detach())
+
+
+class _SharedRows(torch.autograd.Function):
+    """Forward on one row per group of identical rows, backward on all rows."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: Tensor,
+        forward_fn: Callable[[Tensor], Tensor],
+        backward_fn: Callable[[Tensor, Tensor], Tensor],
+        shape: tuple[int, int, int],
+    ) -> Tensor:
+        inputs, groups, rows_per_example = shape
+        compressed = x.unflatten(0, shape)[:, 0].flatten(0, 1)
+        out = forward_fn(compressed)
+        ctx.save_for_backward(x)
+        ctx.backward_fn = backward_fn
+        expanded = out.unflatten(0, (inputs, 1, rows_per_example)).expand(
+            inputs, groups, rows_per_example, *out.shape[1:]
+        )
+        return expanded.flatten(0, 2)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return ctx.backward_fn(grad, x), None, None, None
+
+
+def _grouped_rows(op: Any, args: tuple[Any, ...], position: int, layout: BatchLayout) -> Pair | None:
+    """The op on one row per group of identical rows (DeepLIFT-SHAP), ``None`` where the rows
+    are not laid out so or the op has no transpose."""
+    pair = args[position]
+    rows = pair.x.shape[0]
+    if layout.groups <= 1 or layout.rows <= 0 or rows % layout.rows:
+        return None
+    weighted = weighted_op(op, args, position)
+    if weighted is None or weighted.backward is None:
+        return None
+    shape = (layout.rows // layout.groups, layout.groups, rows // layout.rows)
+    laid_out = pair.x.detach().unflatten(0, shape)
+    if not torch.equal(laid_out, laid_out[:, :1].expand_as(laid_out)):
+        return None
+
+    def forward_fn(compressed: Tensor) -> Tensor:
+        full = list(args)
+        full[position] = compressed
+        return op(*full)
+
+    out = _SharedRows.apply(pair.x, forward_fn, weighted.transpose, shape)
+    with torch.no_grad():
+        ref = op(*[pair.ref if a is pair else a for a in args])
+    return Pair(out, ref)

@@ -1,0 +1,54 @@
+"""The members every attribution method shares, as Captum's ``Attribution`` base class has them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar, Union
+
+import torch
+from torch import nn
+
+from deltalift.capture import as_module
+from deltalift.inputs import TensorOrTuple, check_inputs, check_model
+
+Tensor = torch.Tensor
+Attribution = Union[Tensor, tuple[Tensor, ...]]
+Model = Union[nn.Module, Callable[..., Any]]
+
+
+class AttributionMethod:
+    """Base of the method classes: the model, Captum's ``multiplies_by_inputs`` and
+    ``has_convergence_delta``, and the formatting of inputs and results.
+
+    Subclasses set :attr:`returns_convergence_delta` and, for a fixed answer,
+    :attr:`multiplies_by_inputs_default`; methods with Captum's ``multiply_by_inputs`` argument
+    pass it to ``__init__``.
+    """
+
+    #: Whether ``attribute`` can return a convergence delta (Captum's ``has_convergence_delta``).
+    returns_convergence_delta: ClassVar[bool] = False
+    #: Whether the attributions are multiplied by ``inputs - baselines`` unless told otherwise.
+    multiplies_by_inputs_default: ClassVar[bool] = True
+
+    def __init__(self, model: Model, multiply_by_inputs: bool | None = None) -> None:
+        self.model = model
+        self._module = as_module(model)
+        self._multiply_by_inputs = self.multiplies_by_inputs_default if multiply_by_inputs is None else multiply_by_inputs
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return self._multiply_by_inputs
+
+    def has_convergence_delta(self) -> bool:
+        return self.returns_convergence_delta
+
+    def _format_inputs(self, inputs: TensorOrTuple) -> tuple[tuple[Tensor, ...], bool]:
+        """The inputs as a checked tuple (and the model checked against them), and whether a tuple was given."""
+        tensors, given_tuple = check_inputs(inputs)
+        check_model(self._module, tensors)
+        return tensors, given_tuple
+
+
+def format_output(result: tuple[Tensor, ...], given_tuple: bool) -> Attribution:
+    """A tuple when a tuple of inputs was given, else the one tensor."""
+    return result if given_tuple else result[0]

@@ -1,0 +1,125 @@
+"""How one DeepLIFT call walks a captured graph: which nonlinearities use RevealCancel, and
+when each value may be dropped.
+
+Shrikumar et al. 2017, section 3.5.3: RevealCancel applies to a nonlinearity fed by a weighted
+op (dense or convolution, through an optional bias and eval-mode batch norm); every other
+nonlinearity keeps Rescale.  Which nonlinearities are eligible is read from the registry
+(:attr:`~deltalift.rules.registry.OpRule.reveal_cancel`), the pattern from the canonicalizer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from deltalift.canonical import WeightedInput, find_weighted_input
+from deltalift.capture import CapturedProgram
+from deltalift.rules.registry import RuleRegistry
+
+#: The nonlinearity rules DeepLift accepts; "genomics_default" is RevealCancel where a dense
+#: layer feeds the nonlinearity and Rescale elsewhere (the original package's genomics default).
+RULE_CHOICES = ("rescale", "reveal_cancel", "genomics_default")
+
+
+def module_path(node: torch.fx.Node) -> str:
+    """The dotted path of the innermost module that ran ``node`` ("" for the model itself)."""
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return ""
+    path = list(stack.values())[-1][0]
+    return path if isinstance(path, str) else ""
+
+
+def input_dependent(program: CapturedProgram, n_explained: int) -> set[torch.fx.Node]:
+    """The graph nodes whose values depend on the first ``n_explained`` user inputs."""
+    dependent: set[torch.fx.Node] = set()
+    placeholders = [n for n in program.graph.nodes if n.op == "placeholder"]
+    for node, (kind, key) in zip(placeholders, program.placeholders):
+        if kind == "input" and key < n_explained:
+            dependent.add(node)
+    for node in program.graph.nodes:
+        if node.op == "call_function" and any(a in dependent for a in node.all_input_nodes):
+            dependent.add(node)
+    return dependent
+
+
+def check_rule_choice(rule: str, overrides: dict[str, str]) -> None:
+    if rule not in RULE_CHOICES:
+        raise ValueError(f"rule must be one of {RULE_CHOICES}, got {rule!r}")
+    for key, value in overrides.items():
+        if value not in ("rescale", "reveal_cancel"):
+            raise ValueError(f"rule_overrides[{key!r}] must be 'rescale' or 'reveal_cancel', got {value!r}")
+
+
+@dataclass
+class Plan:
+    """Which nonlinearities use RevealCancel (with the weighted op that feeds each), and when
+    each value may be dropped."""
+
+    reveal_cancel: dict[torch.fx.Node, WeightedInput] = field(default_factory=dict)
+    free_after: dict[torch.fx.Node, list[torch.fx.Node]] = field(default_factory=dict)
+
+
+def make_plan(
+    program: CapturedProgram, n_explained: int, rule: str, overrides: dict[str, str], registry: RuleRegistry
+) -> Plan:
+    """Choose the rule of every nonlinearity fed by a dense or convolution layer (cached on
+    the program per choice).
+
+    ``overrides`` maps a graph node name or a module path (or a parent module's path) to a
+    rule name and wins over ``rule``.
+    """
+    check_rule_choice(rule, overrides)
+    if rule == "rescale" and not overrides:
+        return Plan(free_after=program.free_after)
+    plan_key = (n_explained, rule, tuple(sorted(overrides.items())), id(registry))
+    if plan_key in program.plans:
+        return program.plans[plan_key]  # type: ignore[no-any-return]
+    plan = Plan(free_after={k: list(v) for k, v in program.free_after.items()})
+    program.plans[plan_key] = plan
+    dependent = input_dependent(program, n_explained)
+    order = {node: i for i, node in enumerate(program.graph.nodes)}
+
+    def is_constant(arg: Any) -> bool:
+        return not (isinstance(arg, torch.fx.Node) and arg in dependent)
+
+    for node in program.graph.nodes:
+        if node.op != "call_function":
+            continue
+        op_rule = registry.find(node.target)
+        if op_rule is None or not op_rule.reveal_cancel:
+            continue
+        if not node.args or node.args[0] not in dependent or not all(is_constant(a) for a in node.args[1:]):
+            continue
+        weighted = find_weighted_input(node, is_constant)
+        if weighted is None or _chosen_rule(node, weighted, rule, overrides) != "reveal_cancel":
+            continue
+        plan.reveal_cancel[node] = weighted
+        _keep_until(plan, weighted, node, order)
+    return plan
+
+
+def _chosen_rule(node: torch.fx.Node, weighted: WeightedInput, rule: str, overrides: dict[str, str]) -> str:
+    if node.name in overrides:
+        return overrides[node.name]
+    path = module_path(node)
+    while True:
+        if path in overrides:
+            return overrides[path]
+        if not path:
+            break
+        path = path.rpartition(".")[0]
+    if rule == "genomics_default":
+        return "reveal_cancel" if weighted.kind == "dense" else "rescale"
+    return rule
+
+
+def _keep_until(plan: Plan, weighted: WeightedInput, node: torch.fx.Node, order: dict[torch.fx.Node, int]) -> None:
+    """Keep the weighted op's input and constants alive until ``node`` has used them."""
+    for value in weighted.nodes_used():
+        for freeing_node, values in plan.free_after.items():
+            if value in values and order[freeing_node] < order[node]:
+                values.remove(value)
+                plan.free_after.setdefault(node, []).append(value)
