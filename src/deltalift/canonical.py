@@ -112,7 +112,9 @@ def weighted_op(op: Any, args: Sequence[Any], position: int) -> WeightedOp | Non
     if packet is aten.mm and position == 0:
         return WeightedOp("dense", args[1], None, _dense, 1, _dense_backward)
     if packet is aten.mm and position == 1:
-        return WeightedOp("dense", args[0], None, lambda a, w, b: aten.mm(w, a), None, lambda s, a, w: aten.mm(w.t(), s))
+        return WeightedOp(
+            "dense", args[0], None, lambda a, w, b: aten.mm(w, a), None, lambda s, a, w: aten.mm(w.t(), s)
+        )
     return None
 
 

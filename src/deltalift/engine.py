@@ -254,7 +254,9 @@ def deeplift(
         else:
             tap = (node, lambda value: _record_layer(value, recorded))
     with torch.enable_grad():
-        output = run_graph(program, module, list(pairs) + list(extra), ctx, plan, BatchLayout(batch, groups), tap, until)
+        output = run_graph(
+            program, module, list(pairs) + list(extra), ctx, plan, BatchLayout(batch, groups), tap, until
+        )
         if neuron is not None:
             t, t0 = _neuron_values(output, neuron)
         else:

@@ -33,7 +33,9 @@ class AttributionMethod:
     def __init__(self, model: Model, multiply_by_inputs: bool | None = None) -> None:
         self.model = model
         self._module = as_module(model)
-        self._multiply_by_inputs = self.multiplies_by_inputs_default if multiply_by_inputs is None else multiply_by_inputs
+        self._multiply_by_inputs = (
+            self.multiplies_by_inputs_default if multiply_by_inputs is None else multiply_by_inputs
+        )
 
     @property
     def multiplies_by_inputs(self) -> bool:

@@ -22,7 +22,6 @@ node name; the error lists the candidates).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from typing import Any, cast
 
 import torch
@@ -31,6 +30,7 @@ from torch import nn
 
 from deltalift.inputs import TargetType, TensorOrTuple, check_inputs
 from deltalift.layers import LayerType
+from deltalift.methods.base import AttributionMethod, Model
 from deltalift.methods.captured_gradient import captured_gradients
 from deltalift.methods.guided import GuidedBackprop, TensorOrTupleT
 
@@ -96,7 +96,7 @@ def _check_layer(layer: Any) -> None:
         )
 
 
-class LayerGradCam:
+class LayerGradCam(AttributionMethod):
     """Grad-CAM at a layer: ``sum_c mean_spatial(dt/dA_c) * A_c`` (Selvaraju et al. 2017).
 
     Parameters
@@ -109,16 +109,16 @@ class LayerGradCam:
         Captum's DataParallel argument; must be ``None``.
     """
 
-    def __init__(
-        self, forward_func: nn.Module | Callable[..., Tensor], layer: LayerType, device_ids: Any = None
-    ) -> None:
+    def __init__(self, forward_func: Model, layer: LayerType, device_ids: Any = None) -> None:
         _no_device_ids(device_ids)
         _check_layer(layer)
-        self.forward_func = forward_func
+        super().__init__(forward_func)
         self.layer = layer
 
-    def has_convergence_delta(self) -> bool:
-        return False
+    @property
+    def forward_func(self) -> Model:
+        """The model (Captum's name)."""
+        return self.model
 
     @staticmethod
     def interpolate(layer_attribution: Tensor, interpolate_dims: Any, interpolate_mode: str = "nearest") -> Tensor:
@@ -164,7 +164,7 @@ class LayerGradCam:
         return grad_cam(result.layer, result.layer_gradient, attr_dim_summation, relu_attributions)
 
 
-class GuidedGradCam:
+class GuidedGradCam(AttributionMethod):
     """Guided Grad-CAM: Guided Backprop attributions times ``relu`` Grad-CAM upsampled to each
     input's spatial size (Selvaraju et al. 2017, section 3).
 
@@ -179,12 +179,10 @@ class GuidedGradCam:
         Captum's DataParallel argument; must be ``None``.
     """
 
-    def __init__(self, model: nn.Module | Callable[..., Tensor], layer: LayerType, device_ids: Any = None) -> None:
+    def __init__(self, model: Model, layer: LayerType, device_ids: Any = None) -> None:
         self.grad_cam = LayerGradCam(model, layer, device_ids)
         self.guided_backprop = GuidedBackprop(model)
-
-    def has_convergence_delta(self) -> bool:
-        return False
+        super().__init__(model)
 
     def attribute(
         self,

@@ -14,18 +14,14 @@ nothing special.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Union
+from typing import Any
 
 import torch
-from torch import nn
 
-from deltalift.capture import as_module
-from deltalift.inputs import TargetType, TensorOrTuple, as_tuple, check_inputs, check_model, select_target
+from deltalift.inputs import TargetType, TensorOrTuple, as_tuple, select_target
+from deltalift.methods.base import Attribution, AttributionMethod, Model, format_output
 
 Tensor = torch.Tensor
-Model = Union[nn.Module, Callable[..., Tensor]]
-Attribution = Union[Tensor, tuple[Tensor, ...]]
 
 
 def input_gradients(
@@ -44,13 +40,6 @@ def input_gradients(
         grads = torch.autograd.grad(t.sum(), leaves, allow_unused=True)
     gradients = tuple(torch.zeros_like(x) if g is None else g.detach() for g, x in zip(grads, leaves))
     return gradients, t.detach()
-
-
-def checked_inputs(model: Model, inputs: TensorOrTuple) -> tuple[tuple[Tensor, ...], bool]:
-    """``check_inputs`` plus ``check_model``: the inputs as a tuple and whether a tuple was given."""
-    tensors, given_tuple = check_inputs(inputs)
-    check_model(as_module(model), tensors)
-    return tensors, given_tuple
 
 
 def repeat_target(target: TargetType, batch: int, times: int, interleave: bool = False) -> TargetType:
@@ -88,12 +77,7 @@ def _repeat_rows(value: Tensor, times: int, interleave: bool) -> Tensor:
     return value.repeat((times,) + (1,) * (value.ndim - 1))
 
 
-def format_output(result: tuple[Tensor, ...], given_tuple: bool) -> Attribution:
-    """A tuple when a tuple of inputs was given, else the one tensor."""
-    return result if given_tuple else result[0]
-
-
-class Saliency:
+class Saliency(AttributionMethod):
     """The gradient of the target with respect to the inputs (Simonyan et al. 2014).
 
     ``S_i(x) = |dt/dx_i|`` with ``abs=True`` (Captum's default), else ``dt/dx_i``.
@@ -104,15 +88,7 @@ class Saliency:
         An ``nn.Module`` or a forward function; it is called as it is.
     """
 
-    def __init__(self, model: Model) -> None:
-        self.model = model
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return False
-
-    def has_convergence_delta(self) -> bool:
-        return False
+    multiplies_by_inputs_default = False
 
     def attribute(
         self,
@@ -139,28 +115,18 @@ class Saliency:
         -------
         Tensors shaped like ``inputs`` (a tuple when a tuple was given).
         """
-        tensors, given_tuple = checked_inputs(self.model, inputs)
+        tensors, given_tuple = self._format_inputs(inputs)
         gradients, _ = input_gradients(self.model, tensors, target, as_tuple(additional_forward_args))
         result = tuple(g.abs() for g in gradients) if abs else gradients
         return format_output(result, given_tuple)
 
 
-class InputXGradient:
+class InputXGradient(AttributionMethod):
     """Gradient x input (Shrikumar et al. 2016): ``C_i(x) = x_i * dt/dx_i``.
 
     It equals DeepLIFT and Integrated Gradients with a zero reference on a model that is linear
     in its inputs, and differs from them as soon as a unit saturates or has a threshold.
     """
-
-    def __init__(self, model: Model) -> None:
-        self.model = model
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return True
-
-    def has_convergence_delta(self) -> bool:
-        return False
 
     def attribute(
         self,
@@ -169,6 +135,6 @@ class InputXGradient:
         additional_forward_args: Any = None,
     ) -> Attribution:
         """``inputs * dt/d inputs``; arguments as :meth:`Saliency.attribute`."""
-        tensors, given_tuple = checked_inputs(self.model, inputs)
+        tensors, given_tuple = self._format_inputs(inputs)
         gradients, _ = input_gradients(self.model, tensors, target, as_tuple(additional_forward_args))
         return format_output(tuple(g * x for g, x in zip(gradients, tensors)), given_tuple)

@@ -21,14 +21,13 @@ modules, so results stay comparable.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import torch
-from torch import nn
 
 from deltalift.engine import Override
 from deltalift.inputs import TargetType
+from deltalift.methods.base import AttributionMethod, Model
 from deltalift.methods.captured_gradient import captured_gradients
 
 Tensor = torch.Tensor
@@ -79,7 +78,7 @@ def relu_override(function: type[torch.autograd.Function]) -> Override:
     return override
 
 
-class ModifiedReluGradient:
+class ModifiedReluGradient(AttributionMethod):
     """The gradient of the target with ``relu_function``'s backward at every ReLU of the graph.
 
     Parameters
@@ -90,17 +89,12 @@ class ModifiedReluGradient:
 
     relu_function: type[torch.autograd.Function] = GuidedReLU
 
-    def __init__(self, model: nn.Module | Callable[..., Tensor]) -> None:
-        self.model = model
+    multiplies_by_inputs_default = False
+
+    def __init__(self, model: Model) -> None:
+        super().__init__(model)
         override = relu_override(self.relu_function)
         self.overrides: dict[Any, Override] = {op: override for op in RELU_OPS}
-
-    def has_convergence_delta(self) -> bool:
-        return False
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return False
 
     def attribute(
         self, inputs: TensorOrTupleT, target: TargetType = None, additional_forward_args: Any = None

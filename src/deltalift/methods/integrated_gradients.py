@@ -33,23 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from deltalift.inputs import (
-    BaselineType,
-    TargetType,
-    TensorOrTuple,
-    as_tuple,
-    check_baselines,
-    check_inputs,
-    select_target,
-)
-from deltalift.methods.gradients import (
-    Model,
-    checked_inputs,
-    format_output,
-    input_gradients,
-    repeat_batch,
-    repeat_target,
-)
+from deltalift.convergence import convergence_delta
+from deltalift.inputs import BaselineType, TargetType, TensorOrTuple, as_tuple, check_baselines
+from deltalift.methods.base import AttributionMethod, Model, format_output
+from deltalift.methods.gradients import input_gradients, repeat_batch, repeat_target
 
 Tensor = torch.Tensor
 #: ``gradient_fn(scaled_inputs, target, additional_forward_args)`` -> gradients, one per output,
@@ -148,28 +135,7 @@ def _weighted_sum(gradient: Tensor, step_sizes: Tensor, batch: int) -> Tensor:
     return (w * g).sum(0)
 
 
-def completeness_delta(
-    model: Model,
-    attributions: TensorOrTuple,
-    start_point: BaselineType,
-    end_point: TensorOrTuple,
-    target: TargetType = None,
-    additional_forward_args: Any = None,
-) -> Tensor:
-    """``sum_i attributions_i - (t(end_point) - t(start_point))`` per example (Captum's
-    ``compute_convergence_delta``: the completeness axiom)."""
-    ends, _ = check_inputs(end_point)
-    starts, _ = check_baselines(start_point, ends)
-    extra = as_tuple(additional_forward_args)
-    batch = ends[0].shape[0]
-    with torch.no_grad():
-        t_end = select_target(model(*ends, *extra), target, batch)
-        t_start = select_target(model(*(s.expand_as(e) for s, e in zip(starts, ends)), *extra), target, batch)
-    total = torch.stack([a.flatten(1).sum(1) for a in as_tuple(attributions)]).sum(0)
-    return total - (t_end - t_start)
-
-
-class IntegratedGradients:
+class IntegratedGradients(AttributionMethod):
     """Integrated Gradients (Sundararajan et al. 2017), as Captum's ``IntegratedGradients``.
 
     ``IG_i = (x_i - x0_i) int_0^1 dt/dx_i(x0 + a (x - x0)) da``, approximated by the quadrature
@@ -184,16 +150,10 @@ class IntegratedGradients:
         ``int_0^1 dt/dx_i da`` alone (Captum's "local" variant).
     """
 
+    returns_convergence_delta = True
+
     def __init__(self, model: Model, multiply_by_inputs: bool = True) -> None:
-        self.model = model
-        self._multiply_by_inputs = multiply_by_inputs
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return self._multiply_by_inputs
-
-    def has_convergence_delta(self) -> bool:
-        return True
+        super().__init__(model, multiply_by_inputs)
 
     def attribute(
         self,
@@ -239,7 +199,7 @@ class IntegratedGradients:
         Attributions shaped like ``inputs`` (a tuple when a tuple was given), and the delta when
         asked.
         """
-        tensors, given_tuple = checked_inputs(self.model, inputs)
+        tensors, given_tuple = self._format_inputs(inputs)
         references, _ = check_baselines(baselines, tensors)
         extra = as_tuple(additional_forward_args)
 
@@ -253,7 +213,7 @@ class IntegratedGradients:
         result = format_output(contributions if self._multiply_by_inputs else averaged, given_tuple)
         if not return_convergence_delta:
             return result
-        delta = completeness_delta(self.model, contributions, references, tensors, target, extra)
+        delta = convergence_delta(self.model, contributions, references, tensors, target, extra)
         return result, delta
 
     def compute_convergence_delta(
@@ -265,4 +225,4 @@ class IntegratedGradients:
         additional_forward_args: Any = None,
     ) -> Tensor:
         """Captum's check: ``sum(attributions) - (t(end_point) - t(start_point))`` per example."""
-        return completeness_delta(self.model, attributions, start_point, end_point, target, additional_forward_args)
+        return convergence_delta(self.model, attributions, start_point, end_point, target, additional_forward_args)

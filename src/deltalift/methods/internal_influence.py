@@ -19,14 +19,14 @@ import torch
 
 from deltalift.inputs import BaselineType, TargetType, TensorOrTuple, as_tuple, check_baselines
 from deltalift.layers import LayerType
+from deltalift.methods.base import AttributionMethod, Model
 from deltalift.methods.captured_gradient import captured_gradients
-from deltalift.methods.gradients import Model, checked_inputs
 from deltalift.methods.integrated_gradients import integrate_gradients
 
 Tensor = torch.Tensor
 
 
-class InternalInfluence:
+class InternalInfluence(AttributionMethod):
     """Path-integrated gradient of the target at a layer (Leino et al. 2018; Captum's
     ``InternalInfluence``).
 
@@ -39,16 +39,11 @@ class InternalInfluence:
         (``"relu_1"``; as in ``torch.export``'s printout).
     """
 
+    multiplies_by_inputs_default = False
+
     def __init__(self, model: Model, layer: LayerType) -> None:
-        self.model = model
+        super().__init__(model)
         self.layer = layer
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return False
-
-    def has_convergence_delta(self) -> bool:
-        return False
 
     def attribute(
         self,
@@ -76,7 +71,7 @@ class InternalInfluence:
         -------
         One tensor shaped like the layer's activation for the inputs, ``(batch, ...)``.
         """
-        tensors, _ = checked_inputs(self.model, inputs)
+        tensors, _ = self._format_inputs(inputs)
         references, _ = check_baselines(baselines, tensors)
 
         def layer_gradient(scaled: tuple[Tensor, ...], tgt: TargetType, args: tuple[Any, ...]) -> tuple[Tensor, ...]:

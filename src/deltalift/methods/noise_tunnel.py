@@ -25,7 +25,8 @@ from typing import Any, Union
 import torch
 
 from deltalift.inputs import TensorOrTuple, as_tuple, check_inputs
-from deltalift.methods.gradients import Attribution, repeat_batch, repeat_target
+from deltalift.methods.base import Attribution
+from deltalift.methods.gradients import repeat_batch, repeat_target
 
 Tensor = torch.Tensor
 PerInput = Union[float, tuple[float, ...]]

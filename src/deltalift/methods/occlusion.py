@@ -23,7 +23,8 @@ from typing import Any, Union
 import torch
 
 from deltalift.inputs import BaselineType, TargetType, TensorOrTuple, as_tuple, check_baselines, select_target
-from deltalift.methods.gradients import Attribution, Model, checked_inputs, format_output, repeat_batch, repeat_target
+from deltalift.methods.base import Attribution, AttributionMethod, Model, format_output
+from deltalift.methods.gradients import repeat_batch, repeat_target
 
 Tensor = torch.Tensor
 Shape = tuple[int, ...]
@@ -31,7 +32,7 @@ Window = tuple[int, tuple[slice, ...]]  # (input index, the window's slices with
 StridesType = Union[None, int, Sequence[Union[int, Sequence[int]]]]
 
 
-class Occlusion:
+class Occlusion(AttributionMethod):
     """Output change when a sliding window of each input is replaced by the baseline.
 
     Parameters
@@ -41,14 +42,7 @@ class Occlusion:
     """
 
     def __init__(self, model: Model) -> None:
-        self.model = model
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return True
-
-    def has_convergence_delta(self) -> bool:
-        return False
+        super().__init__(model)
 
     def attribute(
         self,
@@ -91,7 +85,7 @@ class Occlusion:
         -------
         Attributions shaped like ``inputs`` (a tuple when a tuple was given).
         """
-        tensors, given_tuple = checked_inputs(self.model, inputs)
+        tensors, given_tuple = self._format_inputs(inputs)
         references, _ = check_baselines(baselines, tensors)
         windows_of = _window_shapes(sliding_window_shapes, tensors)
         strides_of = _strides(strides, tensors, windows_of)

@@ -170,5 +170,3 @@ def _check_name_map(program: CapturedProgram, composite: Composite, plan: RulePl
                 )
         if id(rule) not in used:
             raise ValueError(f"name_map gives {rule!r} to {', '.join(keys)}, but it suits none of its ops")
-
-
