@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from deltalift.capture import as_module
-from deltalift.inputs import TensorOrTuple, check_inputs, check_model
+from deltalift.convergence import convergence_delta
+from deltalift.inputs import BaselineType, TargetType, TensorOrTuple, check_inputs, check_model
 
 Tensor = torch.Tensor
 Attribution = Union[Tensor, tuple[Tensor, ...]]
@@ -43,6 +44,17 @@ class AttributionMethod:
 
     def has_convergence_delta(self) -> bool:
         return self.returns_convergence_delta
+
+    def compute_convergence_delta(
+        self,
+        attributions: TensorOrTuple,
+        start_point: BaselineType,
+        end_point: TensorOrTuple,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+    ) -> Tensor:
+        """Captum's check: ``sum(attributions) - (t(end_point) - t(start_point))`` per example."""
+        return convergence_delta(self.model, attributions, start_point, end_point, target, additional_forward_args)
 
     def _format_inputs(self, inputs: TensorOrTuple) -> tuple[tuple[Tensor, ...], bool]:
         """The inputs as a checked tuple (and the model checked against them), and whether a tuple was given."""

@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 
-from deltalift.convergence import convergence_delta
 from deltalift.engine import DeepLiftOptions, DeepLiftResult, deeplift
 from deltalift.inputs import BaselineType, TargetType, TensorOrTuple
 from deltalift.layers import LayerType
@@ -167,14 +166,3 @@ class DeepLift(AttributionMethod):
             neuron=neuron,
             groups=groups,
         )
-
-    def compute_convergence_delta(
-        self,
-        attributions: TensorOrTuple,
-        start_point: BaselineType,
-        end_point: TensorOrTuple,
-        target: TargetType = None,
-        additional_forward_args: Any = None,
-    ) -> Tensor:
-        """Captum's check: ``sum(attributions) - (t(end_point) - t(start_point))`` per example."""
-        return convergence_delta(self.model, attributions, start_point, end_point, target, additional_forward_args)

@@ -215,14 +215,3 @@ class IntegratedGradients(AttributionMethod):
             return result
         delta = convergence_delta(self.model, contributions, references, tensors, target, extra)
         return result, delta
-
-    def compute_convergence_delta(
-        self,
-        attributions: TensorOrTuple,
-        start_point: BaselineType,
-        end_point: TensorOrTuple,
-        target: TargetType = None,
-        additional_forward_args: Any = None,
-    ) -> Tensor:
-        """Captum's check: ``sum(attributions) - (t(end_point) - t(start_point))`` per example."""
-        return convergence_delta(self.model, attributions, start_point, end_point, target, additional_forward_args)

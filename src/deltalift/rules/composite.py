@@ -20,7 +20,7 @@ import torch
 from deltalift.errors import UnsupportedOperationError
 from deltalift.rules.linear import linear
 from deltalift.rules.multipliers import with_multipliers
-from deltalift.rules.registry import OpRule, Pair, RuleContext, is_pair
+from deltalift.rules.registry import OpRule, Pair, RuleContext, is_pair, same_on_both_sides
 from deltalift.rules.rescale import rescale_multiplier
 
 Tensor = torch.Tensor
@@ -159,15 +159,15 @@ def _where(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, A
     """``where(cond, a, b)``: Linear when ``cond`` is constant or equal for input and reference;
     where it differs and one branch is a constant, Rescale on the other branch."""
     cond, a, b = args
-    if not is_pair(cond) or _equal_sides(cond):
+    if not is_pair(cond) or same_on_both_sides(cond):
         plain_cond = cond.x if is_pair(cond) else cond
         return linear(ctx, op, (plain_cond, a, b), kwargs)
-    a_varies = is_pair(a) and not _equal_sides(a)
-    b_varies = is_pair(b) and not _equal_sides(b)
+    a_varies = is_pair(a) and not same_on_both_sides(a)
+    b_varies = is_pair(b) and not same_on_both_sides(b)
     if a_varies and b_varies:
         raise UnsupportedOperationError(
             f"{op}: the condition depends on the explained input and differs between input and "
-            f"reference while both branches do too{_at(ctx)}; no exact rule. Use a single "
+            f"reference while both branches do too{ctx.at}; no exact rule. Use a single "
             "element-wise op (torch.relu, F.leaky_relu, torch.maximum, ...) instead."
         )
     if not (a_varies or b_varies):  # both branches are the same for input and reference
@@ -190,18 +190,6 @@ def _where(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, A
 
 def _one_side(value: Any) -> Any:
     return value.x.detach() if is_pair(value) else value
-
-
-def _equal_sides(pair: Pair) -> bool:
-    x, ref = pair.x, pair.ref
-    try:
-        return bool(torch.equal(x, ref.expand_as(x)))
-    except RuntimeError:
-        return False
-
-
-def _at(ctx: RuleContext) -> str:
-    return f" (at {ctx.node_description})" if ctx.node_description else ""
 
 
 softmax = OpRule(_softmax, "composite")

@@ -17,7 +17,16 @@ from typing import Any
 import torch
 
 from deltalift.errors import UnsupportedOperationError
-from deltalift.rules.registry import OpRule, Pair, RuleContext, map_pairs, pairs_in, side, zip_output
+from deltalift.rules.registry import (
+    OpRule,
+    Pair,
+    RuleContext,
+    map_pairs,
+    pairs_in,
+    same_on_both_sides,
+    side,
+    zip_output,
+)
 
 
 def evaluate_both(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -63,16 +72,6 @@ def _expanded_reference_side(tree: Any) -> Any:
     return map_pairs(tree, expand)
 
 
-def _same_on_both_sides(pair: Pair) -> bool:
-    x, ref = pair.x, pair.ref
-    if x.shape != ref.shape:
-        try:
-            ref = ref.expand_as(x)
-        except RuntimeError:
-            return False
-    return bool(torch.equal(x, ref))
-
-
 def _linear(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Linear rule: the multiplier is the Jacobian of the (affine) op.
 
@@ -82,10 +81,10 @@ def _linear(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, 
     """
     for pair in pairs_in((args, kwargs)):
         if isinstance(pair.x, torch.Tensor) and not pair.x.is_floating_point():
-            if not _same_on_both_sides(pair):
+            if not same_on_both_sides(pair):
                 raise UnsupportedOperationError(
                     f"{op} receives an index or mask that is computed from the explained input and "
-                    f"differs between input and reference{_at(ctx)}; no exact DeepLIFT rule applies. "
+                    f"differs between input and reference{ctx.at}; no exact DeepLIFT rule applies. "
                     "Compute the index from a constant, or register a rule for this op."
                 )
     return evaluate_both(op, args, kwargs)
@@ -108,10 +107,6 @@ def _getitem(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str,
 def _assertion(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run-time assertions of the captured graph (they were checked when the model was captured)."""
     return None
-
-
-def _at(ctx: RuleContext) -> str:
-    return f" (at {ctx.node_description})" if ctx.node_description else ""
 
 
 #: The Linear rule (also given, with their own kinds, to layout ops, sums, averages, ...).

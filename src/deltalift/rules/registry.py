@@ -147,6 +147,15 @@ def describe(node: Any) -> str:
     return ", ".join(parts)
 
 
+def same_on_both_sides(pair: Pair) -> bool:
+    """Whether the input side equals the reference side (broadcast to it)."""
+    x, ref = pair.x, pair.ref
+    try:
+        return bool(torch.equal(x, ref.expand_as(x)))
+    except RuntimeError:
+        return False
+
+
 def zip_output(x_out: Any, ref_out: Any) -> Any:
     """Pair up an op's outputs for the input and the reference (tuples element-wise)."""
     if isinstance(x_out, (tuple, list)):
@@ -230,6 +239,11 @@ class RuleContext:
     @property
     def node_description(self) -> str:
         return describe(self.node) if self.node is not None else ""
+
+    @property
+    def at(self) -> str:
+        """`` (at <node description>)`` for error messages, or ``""``."""
+        return f" (at {self.node_description})" if self.node is not None else ""
 
     def call(self, op: Any, *args: Any, **kwargs: Any) -> Any:
         """Evaluate ``op`` through its rule (composite rules are written with this); ops that
