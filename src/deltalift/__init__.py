@@ -7,7 +7,7 @@ Quick use::
         inputs, baselines=0.0, target=3, return_convergence_delta=True)
 """
 
-from deltalift import rules
+from deltalift import methods, rules
 from deltalift.capture import clear_cache
 from deltalift.errors import (
     CaptureError,
@@ -17,43 +17,14 @@ from deltalift.errors import (
     MissingRuleError,
     UnsupportedOperationError,
 )
-from deltalift.methods import (
-    LRP,
-    Deconvolution,
-    DeepLift,
-    DeepLiftShap,
-    GuidedBackprop,
-    GuidedGradCam,
-    InputXGradient,
-    IntegratedGradients,
-    InternalInfluence,
-    LayerDeepLift,
-    LayerGradCam,
-    NeuronDeepLift,
-    NoiseTunnel,
-    Occlusion,
-    Saliency,
-)
+from deltalift.methods import *  # noqa: F403 (the names of methods.__all__, re-exported below)
 from deltalift.rules import register_rule
 
 __version__ = "0.1.0"
 
+#: The rules, errors and every name of :data:`deltalift.methods.__all__` but Grad-CAM's helper
+#: ``interpolate`` (importable from :mod:`deltalift.methods`).
 __all__ = [
-    "DeepLift",
-    "DeepLiftShap",
-    "Deconvolution",
-    "GuidedBackprop",
-    "GuidedGradCam",
-    "InputXGradient",
-    "IntegratedGradients",
-    "InternalInfluence",
-    "LayerGradCam",
-    "LRP",
-    "NoiseTunnel",
-    "Occlusion",
-    "Saliency",
-    "LayerDeepLift",
-    "NeuronDeepLift",
     "register_rule",
     "rules",
     "clear_cache",
@@ -64,3 +35,5 @@ __all__ = [
     "MissingRuleError",
     "UnsupportedOperationError",
 ]
+__all__ += methods.__all__
+__all__.remove("interpolate")

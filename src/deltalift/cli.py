@@ -60,6 +60,20 @@ def _add_common(parser: argparse.ArgumentParser, out_help: str) -> None:
     )
 
 
+def _model_command(
+    commands: Any, name: str, help: str, description: str, epilog: str, data: tuple[str, str]
+) -> argparse.ArgumentParser:
+    """The parser of a command that explains a saved model on a data file: ``--model``, then the
+    data file's option ``data = (option, help)``, both required."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=help, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", required=True, type=Path, metavar="FILE", help="model file (.pt or .pt2)")
+    option, data_help = data
+    parser.add_argument(option, required=True, type=Path, metavar="FILE", help=data_help)
+    return parser
+
+
 def _demo_parser(commands: Any) -> None:
     demo = commands.add_parser(
         "demo",
@@ -81,15 +95,14 @@ def _demo_parser(commands: Any) -> None:
 
 
 def _explain_parser(commands: Any) -> None:
-    explain = commands.add_parser(
+    explain = _model_command(
+        commands,
         "explain",
-        help="explain a saved model on an inputs file",
-        description="Compute DeepLIFT attributions of a saved model's output for each example\nof an inputs file.",
-        epilog=EXPLAIN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "explain a saved model on an inputs file",
+        "Compute DeepLIFT attributions of a saved model's output for each example\nof an inputs file.",
+        EXPLAIN_EPILOG,
+        ("--inputs", "inputs (.npy or .pt), batch first"),
     )
-    explain.add_argument("--model", required=True, type=Path, metavar="FILE", help="model file (.pt or .pt2)")
-    explain.add_argument("--inputs", required=True, type=Path, metavar="FILE", help="inputs (.npy or .pt), batch first")
     explain.add_argument(
         "--target", type=int, default=None, metavar="INT", help="output index to explain (default: the predicted class)"
     )
@@ -121,15 +134,14 @@ and contributions.npy (actual contributions, hypothetical x one-hot) and deltas.
 def _genomics_parser(commands: Any) -> None:
     genomics = commands.add_parser("genomics", help="DNA sequence models: DeepLIFT-SHAP, TF-MoDISco files")
     tasks = genomics.add_subparsers(title="tasks", dest="task", metavar="TASK", required=True)
-    attribute = tasks.add_parser(
+    attribute = _model_command(
+        tasks,
         "attribute",
-        help="explain a sequence model on a FASTA file",
-        description="DeepLIFT-SHAP attributions of a saved sequence model for every sequence of a FASTA file.",
-        epilog=GENOMICS_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "explain a sequence model on a FASTA file",
+        "DeepLIFT-SHAP attributions of a saved sequence model for every sequence of a FASTA file.",
+        GENOMICS_EPILOG,
+        ("--fasta", "sequences of equal length"),
     )
-    attribute.add_argument("--model", required=True, type=Path, metavar="FILE", help="model file (.pt or .pt2)")
-    attribute.add_argument("--fasta", required=True, type=Path, metavar="FILE", help="sequences of equal length")
     attribute.add_argument("--target", type=int, default=0, metavar="INT", help="output index (default: 0)")
     attribute.add_argument(
         "--n-shuffles", type=positive_int, default=20, metavar="K", help="references per sequence (default: 20)"

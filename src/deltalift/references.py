@@ -46,7 +46,7 @@ arXiv:1706.03825.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from numbers import Real
 from typing import Any
 
@@ -337,8 +337,7 @@ def noise(x: Tensor, n: int, std: float = 0.1, random_state: RandomState = None)
     std = _finite_number(std, "std")
     if std < 0:
         raise ValueError(f"std must be non-negative, got {std!r}")
-    draws = numpy_generator(random_state).standard_normal((x.shape[0], n, *x.shape[1:]))
-    return _plus(x, std * draws)
+    return _plus_draws(x, n, random_state, lambda generator, shape: std * generator.standard_normal(shape))
 
 
 def uniform_noise(x: Tensor, n: int, low: float, high: float, random_state: RandomState = None) -> Tensor:
@@ -350,31 +349,33 @@ def uniform_noise(x: Tensor, n: int, low: float, high: float, random_state: Rand
 
     Parameters
     ----------
-    x:
-        Floating-point inputs ``(N, ...)``.
-    n:
-        Noisy copies per example (``>= 1``).
+    x, n, random_state:
+        As :func:`noise`.
     low, high:
         The noise's range, finite with ``low <= high``.
-    random_state:
-        ``None``, an ``int`` seed, or a ``numpy.random.Generator``.
 
     Returns
     -------
     Tensor
-        ``(N, n, ...)``, with the dtype and device of ``x``.
+        As :func:`noise`: ``(N, n, ...)``.
     """
     _check_floating(x, "x")
     _check_count(n)
     low, high = _finite_number(low, "low"), _finite_number(high, "high")
     if low > high:
         raise ValueError(f"low must not exceed high, got low = {low!r} > high = {high!r}")
-    draws = numpy_generator(random_state).uniform(low, high, (x.shape[0], n, *x.shape[1:]))
-    return _plus(x, draws)
+    return _plus_draws(x, n, random_state, lambda generator, shape: generator.uniform(low, high, shape))
 
 
-def _plus(x: Tensor, draws: np.ndarray) -> Tensor:
-    """``x[:, None] + draws`` in the dtype and on the device of ``x``."""
+def _plus_draws(
+    x: Tensor,
+    n: int,
+    random_state: RandomState,
+    draw: Callable[[np.random.Generator, tuple[int, ...]], np.ndarray],
+) -> Tensor:
+    """``x[:, None] + draws`` in the dtype and on the device of ``x``, where ``draws`` is
+    ``draw(generator, (N, n, ...))`` with the generator of ``random_state``."""
+    draws = draw(numpy_generator(random_state), (x.shape[0], n, *x.shape[1:]))
     offsets = torch.from_numpy(draws).to(dtype=x.dtype, device=x.device)
     return x.detach().unsqueeze(1) + offsets
 

@@ -30,7 +30,7 @@ Altschul SF, Erickson BW (1985). Significance of nucleotide sequence alignments.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -99,9 +99,16 @@ def shuffled(x: Tensor, n: int = 20, random_state: RandomState = None) -> Tensor
     Tensor
         ``(N, n, K, L)``, with the dtype and device of ``x``.
     """
+    return _shuffles(shuffle, x, n, random_state)
+
+
+def _shuffles(
+    shuffler: Callable[[Tensor, int, RandomState], Tensor], x: Tensor, n: int, random_state: RandomState
+) -> Tensor:
+    """``shuffler(x, n, random_state)`` once the arguments are checked."""
     _check_sequences(x)
     _check_count(n)
-    return shuffle(x.detach(), n, random_state)
+    return shuffler(x.detach(), n, random_state)
 
 
 def dinucleotide_shuffled(x: Tensor, n: int = 20, random_state: RandomState = None) -> Tensor:
@@ -115,21 +122,15 @@ def dinucleotide_shuffled(x: Tensor, n: int = 20, random_state: RandomState = No
 
     Parameters
     ----------
-    x:
-        One-hot sequences ``(N, K, L)`` (``K = 4`` for DNA in ACGT order).
-    n:
-        Shuffles per sequence (``>= 1``).
-    random_state:
-        ``None``, an ``int`` seed, or a ``numpy.random.Generator``.
+    x, n, random_state:
+        As :func:`shuffled`.
 
     Returns
     -------
     Tensor
-        ``(N, n, K, L)``, with the dtype and device of ``x``.
+        As :func:`shuffled`: ``(N, n, K, L)``, with the dtype and device of ``x``.
     """
-    _check_sequences(x)
-    _check_count(n)
-    return dinucleotide_shuffle(x.detach(), n, random_state)
+    return _shuffles(dinucleotide_shuffle, x, n, random_state)
 
 
 def _check_sequences(x: Any, letters: int | None = None) -> None:

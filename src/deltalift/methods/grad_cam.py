@@ -102,7 +102,8 @@ class LayerGradCam(AttributionMethod):
     Parameters
     ----------
     forward_func:
-        An ``nn.Module`` (in eval mode) or a forward function.  It is never modified.
+        The model (Captum's name for it), as ``model`` of
+        :class:`~deltalift.methods.deeplift.DeepLift`.
     layer:
         A module of the model, a module path (``"features.3"``) or a graph node name.
     device_ids:
@@ -140,7 +141,7 @@ class LayerGradCam(AttributionMethod):
         Parameters
         ----------
         inputs, target, additional_forward_args:
-            As in :meth:`deltalift.methods.guided.GuidedBackprop.attribute`.
+            As :meth:`Saliency.attribute <deltalift.methods.gradients.Saliency.attribute>`.
         attribute_to_layer_input:
             Use the activation entering the layer instead of the one leaving it.
         relu_attributions:
@@ -201,7 +202,7 @@ class GuidedGradCam(AttributionMethod):
         Parameters
         ----------
         inputs, target, additional_forward_args:
-            As in :meth:`deltalift.methods.guided.GuidedBackprop.attribute`.
+            As :meth:`Saliency.attribute <deltalift.methods.gradients.Saliency.attribute>`.
         interpolate_mode:
             ``F.interpolate``'s mode (default ``"nearest"``, as Captum; the paper uses bilinear).
         attribute_to_layer_input:

@@ -101,15 +101,14 @@ class Saliency(AttributionMethod):
 
         Parameters
         ----------
-        inputs:
-            A tensor ``(batch, ...)`` or a tuple of them.
+        inputs, additional_forward_args:
+            As :meth:`DeepLift.attribute <deltalift.methods.deeplift.DeepLift.attribute>` (a tensor
+            ``(batch, ...)`` or a tuple of them; further arguments of the model, not explained).
         target:
             An int, one int per example (list or tensor), or ``None`` for a model with a single
-            output per example.
+            output per example (unlike DeepLift's, not a callable).
         abs:
             Return ``|dt/dx|`` (default) rather than the signed gradient.
-        additional_forward_args:
-            Further arguments of the model, not explained (a value or a tuple).
 
         Returns
         -------

@@ -103,12 +103,8 @@ class ModifiedReluGradient(AttributionMethod):
 
         Parameters
         ----------
-        inputs:
-            A tensor ``(batch, ...)`` or a tuple of them.
-        target:
-            The output column to explain: ``None`` for a single output, an int, or one int per example.
-        additional_forward_args:
-            Further arguments of the model (not attributed to).
+        inputs, target, additional_forward_args:
+            As :meth:`Saliency.attribute <deltalift.methods.gradients.Saliency.attribute>`.
 
         Returns
         -------

@@ -170,17 +170,14 @@ class IntegratedGradients(AttributionMethod):
 
         Parameters
         ----------
-        inputs:
-            A tensor ``(batch, ...)`` or a tuple of them.
+        inputs, target:
+            As :meth:`Saliency.attribute <deltalift.methods.gradients.Saliency.attribute>`.
         baselines:
-            ``None`` (zeros), a number, or a tensor per input broadcasting to it (one baseline
-            for the batch, ``(...)`` or ``(1, ...)``, or one per example).
-        target:
-            An int, one int per example (list or tensor), or ``None`` for a model with one output
-            per example.
+            As :meth:`DeepLift.attribute <deltalift.methods.deeplift.DeepLift.attribute>`.
         additional_forward_args:
-            Further arguments of the model (a value or a tuple); tensors whose first dimension is
-            the batch are repeated along the path, anything else is passed as it is.
+            As :meth:`Saliency.attribute <deltalift.methods.gradients.Saliency.attribute>`; tensors
+            whose first dimension is the batch are repeated along the path, anything else is passed
+            as it is.
         n_steps:
             Number of quadrature nodes (default 50).
         method:

@@ -81,7 +81,7 @@ class NoiseTunnel:
         Parameters
         ----------
         inputs:
-            A tensor ``(batch, ...)`` or a tuple of them.
+            The inputs of the method's ``attribute``, which the noise is added to.
         nt_type:
             ``"smoothgrad"`` (mean, default), ``"smoothgrad_sq"`` (mean of squares) or
             ``"vargrad"`` (variance).

@@ -60,7 +60,7 @@ class Occlusion(AttributionMethod):
         Parameters
         ----------
         inputs:
-            A tensor ``(batch, ...)`` or a tuple of them.
+            As :meth:`Saliency.attribute <deltalift.methods.gradients.Saliency.attribute>`.
         sliding_window_shapes:
             The window's shape without the batch dimension, e.g. ``(3, 8, 8)`` for images
             ``(batch, 3, H, W)``; a tuple of shapes for a tuple of inputs.
@@ -71,11 +71,8 @@ class Occlusion(AttributionMethod):
         baselines:
             What replaces an occluded window: ``None`` (zeros), a number, or a tensor per input
             broadcasting to it (one for the batch or one per example).
-        target:
-            An int, one int per example (list or tensor), or ``None`` for a model with one output
-            per example.
-        additional_forward_args:
-            Further arguments of the model (a value or a tuple).
+        target, additional_forward_args:
+            As :meth:`Saliency.attribute <deltalift.methods.gradients.Saliency.attribute>`.
         perturbations_per_eval:
             How many occluded copies of the batch to evaluate in one forward pass.
         show_progress:

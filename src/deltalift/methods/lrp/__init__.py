@@ -90,13 +90,9 @@ class LRP(AttributionMethod):
 
         Parameters
         ----------
-        inputs:
-            A tensor ``(batch, ...)`` or a tuple of them.
-        target:
-            An int, one int per example, or ``None`` for a model with one output per example.
-            Its value ``t(x)`` is the relevance that is distributed.
-        additional_forward_args:
-            Further arguments of the model, not explained.
+        inputs, target, additional_forward_args:
+            As :meth:`Saliency.attribute <deltalift.methods.gradients.Saliency.attribute>`; the
+            target's value ``t(x)`` is the relevance that is distributed.
         return_convergence_delta:
             Also return ``sum_i R_i - t(x)`` per example (zero where the rules conserve
             relevance; biases, epsilon and dropped relevance make it non-zero).

@@ -24,7 +24,7 @@ default: give them a rule (``"uniform"``, ``"gradient"``) or attribution stops w
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any, ClassVar, Union
 
 import torch
 
@@ -140,94 +140,90 @@ class Composite:
         )
 
 
-class EpsilonComposite(Composite):
-    """LRP-epsilon on every conv and dense layer (Captum's default LRP)."""
+class _ZennitComposite(Composite):
+    """A composite named after one of Zennit's: its subclasses declare only their own rules, for the
+    conv layers (:meth:`_conv_rule`; dense layers get LRP-epsilon) and for the input layers
+    (:meth:`_input_rules`); the entries of ``layer_map`` and ``first_map`` come before them and win.
+
+    Parameters
+    ----------
+    epsilon:
+        Stabilizer of the LRP-epsilon rule of the dense layers.
+    stabilizer:
+        Stabilizer of the other rules and of the base ``Norm`` rule.
+    layer_map, first_map, name_map, merge_batch_norm:
+        As :class:`Composite`.
+    zero_params:
+        Parameters of the layers that their rules set to zero (e.g. ``["bias"]``).
+    """
+
+    #: whether the input layers (conv or dense) get the flat rule
+    _flat_input_layers: ClassVar[bool] = False
 
     def __init__(
         self,
         epsilon: Stabilizer = 1e-6,
         stabilizer: Stabilizer = 1e-6,
         layer_map: KindMap | None = None,
+        first_map: KindMap | None = None,
         name_map: NameMap | None = None,
         zero_params: Sequence[str] = (),
         merge_batch_norm: bool = True,
     ) -> None:
-        own = [(("conv", "dense"), Epsilon(epsilon, zero_params))]
-        super().__init__(_prepend(layer_map, own), None, name_map, stabilizer, merge_batch_norm)
+        own = self._layer_rules(epsilon, stabilizer, zero_params)
+        first = self._input_rules(stabilizer, zero_params)
+        super().__init__(_prepend(layer_map, own), _prepend(first_map, first), name_map, stabilizer, merge_batch_norm)
+
+    def _layer_rules(self, epsilon: Stabilizer, stabilizer: Stabilizer, zero_params: Sequence[str]) -> list[Any]:
+        """The composite's own rules by op kind: :meth:`_conv_rule` for conv layers, LRP-epsilon for
+        dense layers."""
+        return [("conv", self._conv_rule(stabilizer, zero_params)), ("dense", Epsilon(epsilon, zero_params))]
+
+    def _conv_rule(self, stabilizer: Stabilizer, zero_params: Sequence[str]) -> RelevanceRule:
+        raise NotImplementedError
+
+    def _input_rules(self, stabilizer: Stabilizer, zero_params: Sequence[str]) -> list[Any]:
+        """The composite's own rules for the input layers: flat, or none (those of ``layer_map``)."""
+        return [(("conv", "dense"), Flat(stabilizer))] if self._flat_input_layers else []
 
 
-class EpsilonPlus(Composite):
+class EpsilonComposite(_ZennitComposite):
+    """LRP-epsilon on every conv and dense layer (Captum's default LRP)."""
+
+    def _layer_rules(self, epsilon: Stabilizer, stabilizer: Stabilizer, zero_params: Sequence[str]) -> list[Any]:
+        return [(("conv", "dense"), Epsilon(epsilon, zero_params))]
+
+
+class EpsilonPlus(_ZennitComposite):
     """Zennit's ``EpsilonPlus``: z+ for conv layers, epsilon for dense layers (Kohlbrenner et al.
     2020, "Towards best practice in explaining neural network decisions with LRP", IJCNN)."""
 
-    def __init__(
-        self,
-        epsilon: Stabilizer = 1e-6,
-        stabilizer: Stabilizer = 1e-6,
-        layer_map: KindMap | None = None,
-        name_map: NameMap | None = None,
-        zero_params: Sequence[str] = (),
-        merge_batch_norm: bool = True,
-    ) -> None:
-        own = [("conv", ZPlus(stabilizer, zero_params)), ("dense", Epsilon(epsilon, zero_params))]
-        super().__init__(_prepend(layer_map, own), None, name_map, stabilizer, merge_batch_norm)
+    def _conv_rule(self, stabilizer: Stabilizer, zero_params: Sequence[str]) -> RelevanceRule:
+        return ZPlus(stabilizer, zero_params)
 
 
-class EpsilonAlpha2Beta1(Composite):
+class EpsilonAlpha2Beta1(_ZennitComposite):
     """Zennit's ``EpsilonAlpha2Beta1``: alpha=2, beta=1 for conv layers, epsilon for dense layers."""
 
-    def __init__(
-        self,
-        epsilon: Stabilizer = 1e-6,
-        stabilizer: Stabilizer = 1e-6,
-        layer_map: KindMap | None = None,
-        name_map: NameMap | None = None,
-        zero_params: Sequence[str] = (),
-        merge_batch_norm: bool = True,
-    ) -> None:
-        own = [("conv", AlphaBeta(2.0, 1.0, stabilizer, zero_params)), ("dense", Epsilon(epsilon, zero_params))]
-        super().__init__(_prepend(layer_map, own), None, name_map, stabilizer, merge_batch_norm)
+    def _conv_rule(self, stabilizer: Stabilizer, zero_params: Sequence[str]) -> RelevanceRule:
+        return AlphaBeta(2.0, 1.0, stabilizer, zero_params)
 
 
-class EpsilonPlusFlat(Composite):
+class EpsilonPlusFlat(EpsilonPlus):
     """Zennit's ``EpsilonPlusFlat``: flat for the input layer (conv or dense), z+ for the other
     conv layers, epsilon for the other dense layers."""
 
-    def __init__(
-        self,
-        epsilon: Stabilizer = 1e-6,
-        stabilizer: Stabilizer = 1e-6,
-        layer_map: KindMap | None = None,
-        first_map: KindMap | None = None,
-        name_map: NameMap | None = None,
-        zero_params: Sequence[str] = (),
-        merge_batch_norm: bool = True,
-    ) -> None:
-        own = [("conv", ZPlus(stabilizer, zero_params)), ("dense", Epsilon(epsilon, zero_params))]
-        first = [(("conv", "dense"), Flat(stabilizer))]
-        super().__init__(_prepend(layer_map, own), _prepend(first_map, first), name_map, stabilizer, merge_batch_norm)
+    _flat_input_layers = True
 
 
-class EpsilonAlpha2Beta1Flat(Composite):
+class EpsilonAlpha2Beta1Flat(EpsilonAlpha2Beta1):
     """Zennit's ``EpsilonAlpha2Beta1Flat``: flat for the input layer, alpha=2, beta=1 for the other
     conv layers, epsilon for the other dense layers."""
 
-    def __init__(
-        self,
-        epsilon: Stabilizer = 1e-6,
-        stabilizer: Stabilizer = 1e-6,
-        layer_map: KindMap | None = None,
-        first_map: KindMap | None = None,
-        name_map: NameMap | None = None,
-        zero_params: Sequence[str] = (),
-        merge_batch_norm: bool = True,
-    ) -> None:
-        own = [("conv", AlphaBeta(2.0, 1.0, stabilizer, zero_params)), ("dense", Epsilon(epsilon, zero_params))]
-        first = [(("conv", "dense"), Flat(stabilizer))]
-        super().__init__(_prepend(layer_map, own), _prepend(first_map, first), name_map, stabilizer, merge_batch_norm)
+    _flat_input_layers = True
 
 
-class EpsilonGammaBox(Composite):
+class EpsilonGammaBox(_ZennitComposite):
     """Zennit's ``EpsilonGammaBox`` (Montavon et al. 2019's recommendation): z^B with bounds
     ``low``/``high`` for the input conv layer, gamma for the other conv layers, epsilon for dense
     layers."""
@@ -245,9 +241,14 @@ class EpsilonGammaBox(Composite):
         zero_params: Sequence[str] = (),
         merge_batch_norm: bool = True,
     ) -> None:
-        own = [("conv", Gamma(gamma, stabilizer, zero_params)), ("dense", Epsilon(epsilon, zero_params))]
-        first = [("conv", ZBox(low, high, stabilizer, zero_params))]
-        super().__init__(_prepend(layer_map, own), _prepend(first_map, first), name_map, stabilizer, merge_batch_norm)
+        self.low, self.high, self.gamma = low, high, gamma
+        super().__init__(epsilon, stabilizer, layer_map, first_map, name_map, zero_params, merge_batch_norm)
+
+    def _conv_rule(self, stabilizer: Stabilizer, zero_params: Sequence[str]) -> RelevanceRule:
+        return Gamma(self.gamma, stabilizer, zero_params)
+
+    def _input_rules(self, stabilizer: Stabilizer, zero_params: Sequence[str]) -> list[Any]:
+        return [("conv", ZBox(self.low, self.high, stabilizer, zero_params))]
 
 
 def _prepend(given: KindMap | None, own: list[Any]) -> list[Any]:
