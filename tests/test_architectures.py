@@ -6,7 +6,7 @@ of the target output: ``sum_i C_i = f(x)[t] - f(x0)[t]``, to ``1e-6`` (float64) 
 ``f`` is evaluated here by calling the model itself, not through deltalift's captured graph.
 
 These are the models that hook-based implementations (Captum, SHAP's DeepExplainer) get wrong
-silently (DESIGN.md section 2): functional ops, a module used twice, in-place activations, a ReLU
+silently (docs/engine.md): functional ops, a module used twice, in-place activations, a ReLU
 feeding a MaxPool, overlapping pooling windows, gates, recurrent cells, attention, norms, softmax
 inside the network, division by an activation, maximum/minimum of two activations; and real
 torchvision architectures (some at reduced depth or width, which keeps their blocks but cuts the

@@ -1,6 +1,6 @@
 """DeepLIFT Rescale re-derived from its definitions, slowly and obviously, against the engine.
 
-DESIGN.md section 1.  A network of affine layers and element-wise nonlinearities is rewritten as a
+Shrikumar et al. 2017, section 3.5.2.  A network of affine layers and element-wise nonlinearities is rewritten as a
 list of steps on flat vectors, one example at a time:
 
 * an affine layer (Linear, Conv, AvgPool, eval-mode BatchNorm, Flatten, eval-mode Dropout) becomes

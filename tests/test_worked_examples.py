@@ -1,4 +1,4 @@
-"""The worked examples of DESIGN.md section 1 (from the seeds), each an exact test."""
+"""The worked examples of Shrikumar et al. 2017, sections 2-3 (from the seeds), each an exact test."""
 
 from __future__ import annotations
 
