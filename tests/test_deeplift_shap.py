@@ -9,8 +9,7 @@ import torch
 from captum.attr import DeepLiftShap as CaptumDeepLiftShap
 from torch import nn
 
-from deltalift import DeepLift, DeepLiftShap
-from deltalift import batching
+from deltalift import DeepLift, DeepLiftShap, batching
 
 DTYPE = torch.float64
 

@@ -180,3 +180,18 @@ def test_custom_attribution_function_by_arity(mlp):
     torch.testing.assert_close(three, method.attribute(x, ref, target=1), rtol=0, atol=0)
     with pytest.raises(TypeError, match="1, 2 or 3 arguments"):
         method.attribute(x, ref, target=1, custom_attribution_func=lambda: None)
+
+
+def test_layer_between_a_weighted_op_and_its_reveal_cancel_nonlinearity():
+    """A layer tapped between a dense op and the ReLU it feeds must see its multipliers: RevealCancel,
+    which sends them to the dense op's own input, does not apply across the tap (the ReLU takes
+    Rescale), so the layer's contributions sum to the output change."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1)).double().eval()
+    x = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
+    ours, delta = LayerDeepLift(net, net[0], rule="reveal_cancel").attribute(x, 0.0, return_convergence_delta=True)
+    rescale = LayerDeepLift(net, net[0]).attribute(x, 0.0)
+    torch.testing.assert_close(ours, rescale, rtol=1e-12, atol=0)
+    assert delta.abs().max() < 1e-12
+    change = net(x) - net(torch.zeros_like(x))
+    assert abs(float(ours.sum() - change.sum())) < 1e-12

@@ -9,7 +9,7 @@ list of steps on flat vectors, one example at a time:
 * a nonlinearity ``y = f(z)`` keeps its scalar formula ``f`` and derivative ``f'``.
 
 The input and the reference are pushed through the steps; each nonlinearity gets the Rescale
-multipliers ``m = (f(z) - f(z0)) / (z - z0)`` (``f'(z0)`` where ``|z - z0| <= eps``), and the chain
+multipliers ``m = (f(z) - f(z0)) / (z - z0)`` (``f'(z0)`` where ``|z - z0| <= eps max(|z|, |z0|)``), and the chain
 rule is applied backwards by hand, starting from the one-hot row of the target:
 ``m <- W^T m`` through an affine step, ``m <- m * m_rescale`` through a nonlinearity.  The
 contributions are ``m * (x - x0)``.  No deltalift code, hook or autograd is involved.
@@ -102,11 +102,12 @@ def forward(steps: list[Affine | Nonlinear], a: torch.Tensor) -> list[torch.Tens
 def rescale_multipliers(
     step: Nonlinear, z: torch.Tensor, z0: torch.Tensor, eps: float, fallback_at_input: bool = False
 ) -> tuple[torch.Tensor, int]:
-    """``(f(z) - f(z0)) / (z - z0)`` per unit, ``f'(z0)`` where ``|z - z0| <= eps``; also how many fell back.
+    """``(f(z) - f(z0)) / (z - z0)`` per unit, ``f'(z0)`` where ``|z - z0| <= eps max(|z|, |z0|)`` (the
+    near-zero test is relative to the values' scale); also how many fell back.
     (``fallback_at_input`` takes ``f'(z)`` instead: a wrong variant, to show that tests tell them apart.)"""
     multipliers, fallbacks = [], 0
     for zi, z0i in zip(z.tolist(), z0.tolist()):
-        if abs(zi - z0i) > eps:
+        if abs(zi - z0i) > eps * max(abs(zi), abs(z0i)):
             multipliers.append((step.f(zi) - step.f(z0i)) / (zi - z0i))
         else:
             multipliers.append(step.df(zi if fallback_at_input else z0i))

@@ -21,12 +21,14 @@ and through a nonlinearity ``y = f(z)``:
       dz+ = W+ dx+ + W- dx-            dz- = W+ dx- + W- dx+
       dy+ = 1/2 (f(z0 + dz+) - f(z0)) + 1/2 (f(z0 + dz- + dz+) - f(z0 + dz-))
       dy- = 1/2 (f(z0 + dz-) - f(z0)) + 1/2 (f(z0 + dz+ + dz-) - f(z0 + dz+))
-      m+ = dy+ / dz+,  m- = dy- / dz-  (f'(z0) where |dz+-| <= 1e-7)
+      m+ = dy+ / dz+,  m- = dy- / dz-  (where |dz+| <= 1e-7 |z|-scale, the limit
+      (f'(z0) + f'(z0 + dz-)) / 2, symmetrically for m-)
 
   and input ``i`` of the feeding step gets ``sum_j W+_ji g_j m+_j + W-_ji g_j m-_j`` if
   ``dx_i > 0``, ``sum_j W-_ji g_j m+_j + W+_ji g_j m-_j`` if ``dx_i < 0``, and
   ``1/2 sum_j W_ji (g_j m+_j + g_j m-_j)`` if ``dx_i = 0``;
-* otherwise Rescale: ``g <- g * (f(z) - f(z0)) / (z - z0)`` (``f'(z0)`` where ``|z - z0| <= 1e-7``).
+* otherwise Rescale: ``g <- g * (f(z) - f(z0)) / (z - z0)`` (``f'(z0)`` where
+  ``|z - z0| <= 1e-7 max(|z|, |z0|)``).
 
 ``rule="genomics_default"`` uses RevealCancel only where the feeding step is dense.  The
 contributions are ``g * (x - x0)`` on the network input.  No deltalift code, hook or autograd is
@@ -158,15 +160,15 @@ def forward(steps: list[Step], x: Tensor) -> list[Tensor]:
     return acts
 
 
-def secant(dy: Tensor, dz: Tensor, derivative: Tensor) -> Tensor:
-    """``dy / dz`` element by element, ``f'(z0)`` where ``|dz| <= EPS``."""
-    dy_, dz_, derivative_ = dy.tolist(), dz.tolist(), derivative.tolist()
-    m = [derivative_[j] if abs(dz_[j]) <= EPS else dy_[j] / dz_[j] for j in range(len(dy_))]
+def secant(dy: Tensor, dz: Tensor, limit: Tensor, scale: Tensor) -> Tensor:
+    """``dy / dz`` element by element, ``limit`` where ``|dz| <= EPS * scale``."""
+    dy_, dz_, limit_, scale_ = dy.tolist(), dz.tolist(), limit.tolist(), scale.tolist()
+    m = [limit_[j] if abs(dz_[j]) <= EPS * scale_[j] else dy_[j] / dz_[j] for j in range(len(dy_))]
     return torch.tensor(m, dtype=DTYPE)
 
 
 def rescale_backward(step: Nonlinearity, z: Tensor, z0: Tensor, g: Tensor) -> Tensor:
-    m = secant(step.f(z) - step.f(z0), z - z0, step.df(z0))
+    m = secant(step.f(z) - step.f(z0), z - z0, step.df(z0), torch.maximum(z.abs(), z0.abs()))
     return g * m
 
 
@@ -181,8 +183,9 @@ def reveal_cancel_backward(step: Nonlinearity, feeder: Affine, x: Tensor, x0: Te
     dz_neg = W_pos @ dx_neg + W_neg @ dx_pos
     dy_pos = 0.5 * (f(z0 + dz_pos) - f(z0)) + 0.5 * (f(z0 + dz_neg + dz_pos) - f(z0 + dz_neg))
     dy_neg = 0.5 * (f(z0 + dz_neg) - f(z0)) + 0.5 * (f(z0 + dz_pos + dz_neg) - f(z0 + dz_pos))
-    m_pos = secant(dy_pos, dz_pos, step.df(z0))
-    m_neg = secant(dy_neg, dz_neg, step.df(z0))
+    scale = torch.maximum((W @ x + feeder.bias).abs(), z0.abs())
+    m_pos = secant(dy_pos, dz_pos, 0.5 * (step.df(z0) + step.df(z0 + dz_neg)), scale)  # the limit as dz+ -> 0
+    m_neg = secant(dy_neg, dz_neg, 0.5 * (step.df(z0) + step.df(z0 + dz_pos)), scale)
     gp, gn = g * m_pos, g * m_neg
     rising = (W_pos.T @ gp + W_neg.T @ gn).tolist()  # what an input with dx_i > 0 gets
     falling = (W_neg.T @ gp + W_pos.T @ gn).tolist()  # ... dx_i < 0

@@ -202,20 +202,20 @@ def test_composites_keep_summation_exactly(fn):
     assert delta.abs().max() < 1e-12
 
 
-def test_softmax_shift_does_not_change_contributions():
-    """exp(x - c) / sum exp(x - c) with a shared constant c equals the unshifted composition."""
+def test_softmax_is_the_exp_of_x_minus_logsumexp():
+    """softmax = exp(x - logsumexp(x)), each piece by its own rule, composed by hand without shifts:
+    L = log(sum(exp(x))) (Rescale on exp, Linear sum, Rescale on log), y = x - L, p = exp(y) (Rescale).
+    (The product split of exp(x - c) * (1 / sum) is exact too but ill-conditioned; see
+    tests/test_conditioning.py.)"""
     x, ref = t([[0.5, -1.0, 2.0]]), t([[0.0, 0.0, 0.0]])
     attr, _ = attribute(lambda v: torch.softmax(v, -1), x, ref, target=2)
-    # unshifted composition by hand: a = exp(x), s = sum(a), r = 1/s, y = a_2 * r
-    a, a0 = x.exp(), ref.exp()
-    s, s0 = a.sum(), a0.sum()
-    r, r0 = 1 / s, 1 / s0
-    m_r = (r - r0) / (s - s0)
-    c_via_a = (r + r0) / 2 * (a[0, 2] - a0[0, 2])  # product rule, player a_2
-    m_a_through_r = (a[0, 2] + a0[0, 2]) / 2 * m_r  # player r, back through the sum
-    m_exp = (a - a0) / (x - ref)
-    expected = m_a_through_r * m_exp * (x - ref)
-    expected[0, 2] += c_via_a
+    e, e0 = x.exp(), ref.exp()
+    total, total0 = e.sum().log(), e0.sum().log()
+    c_total = (total - total0) / (e.sum() - e0.sum()) * (e - e0)
+    c_y = -c_total
+    c_y[0, 2] += x[0, 2] - ref[0, 2]
+    y, y0 = x[0, 2] - total, ref[0, 2] - total0
+    expected = (y.exp() - y0.exp()) / (y - y0) * c_y
     torch.testing.assert_close(attr, expected, rtol=1e-12, atol=1e-14)
 
 

@@ -14,6 +14,7 @@ from deltalift.errors import (
     ConvergenceError,
     ConvergenceWarning,
     DeltaliftError,
+    IllConditionedWarning,
     MissingRuleError,
     UnsupportedOperationError,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "ConvergenceError",
     "ConvergenceWarning",
     "DeltaliftError",
+    "IllConditionedWarning",
     "MissingRuleError",
     "UnsupportedOperationError",
 ]

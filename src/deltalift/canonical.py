@@ -12,7 +12,10 @@ the model.  Three things live here, shared by RevealCancel, LRP and the engine's
       scale = gamma / sqrt(var + eps),   W' = W * scale,   b' = (b - mean) * scale + beta
 
 - :func:`find_weighted_input`: the pattern *weighted op -> optional bias / batch norm ->
-  nonlinearity* that RevealCancel needs (Shrikumar et al. 2017, section 3.5.3).
+  nonlinearity* that RevealCancel needs (Shrikumar et al. 2017, section 3.5.3);
+- :func:`find_scale_factor`: the pattern *activation times a reciprocal (square root)*, the
+  normalisation of RMS and layer norms written out in model code, whose product gets the scale
+  split (:func:`deltalift.rules.product.scale_product`).
 """
 
 from __future__ import annotations
@@ -131,13 +134,16 @@ class WeightedInput:
     """A nonlinearity's input ``z`` as a weighted op of ``source`` (plus constants).
 
     ``kind`` is ``"dense"`` (``addmm``/``mm``) or ``"conv"`` (``convolution``); ``linear`` the
-    weighted op's node; ``batch_norm`` the eval-mode batch norm node between, if any.
+    weighted op's node; ``batch_norm`` the eval-mode batch norm node between, if any; ``path`` every
+    node from the weighted op to the nonlinearity's input (a layer tapped there must see its
+    multipliers, so RevealCancel does not apply across it).
     """
 
     source: Node
     linear: Node
     batch_norm: Node | None
     kind: str
+    path: tuple[Node, ...] = ()  #: the nodes from the weighted op to the nonlinearity's input
 
     def nodes_used(self) -> list[Node]:
         """The graph values the op needs: its input, weights and batch norm statistics."""
@@ -158,13 +164,33 @@ class WeightedInput:
         return weighted
 
 
+#: Ops whose output is a normalising scale of their input: a product with it is a normalisation.
+SCALE_OPS = (aten.rsqrt, aten.reciprocal)
+
+
+def find_scale_factor(product: Node, is_layout: Callable[[Node], bool]) -> int | None:
+    """The position (0 or 1) of the factor of ``product`` (an element-wise multiplication) that
+    is a normalising scale: the output of ``rsqrt`` or ``reciprocal``, possibly through layout
+    ops (views, expansions, dtype conversions), as in RMS norm's ``x * rsqrt(mean(x^2) + eps)``;
+    ``None`` if neither is."""
+    for position in (1, 0):
+        node = product.args[position] if len(product.args) > position else None
+        while isinstance(node, Node) and is_layout(node) and node.args and isinstance(node.args[0], Node):
+            node = node.args[0]
+        if isinstance(node, Node) and getattr(node.target, "overloadpacket", None) in SCALE_OPS:
+            return position
+    return None
+
+
 def find_weighted_input(nonlinearity: Node, is_constant: Callable[[Any], bool]) -> WeightedInput | None:
     """Walk back from ``nonlinearity``'s first argument through bias additions and an eval-mode
     batch norm to a dense or convolution node whose weight is constant; ``None`` if the
     pattern does not hold (Rescale then applies)."""
     node = nonlinearity.args[0] if nonlinearity.args else None
     batch_norm = None
+    path: list[Node] = []
     while isinstance(node, Node) and len(node.users) == 1:
+        path.append(node)
         target = node.target
         if target is aten.add.Tensor and len(node.args) == 2 and is_constant(node.args[1]):
             node = node.args[0]
@@ -174,16 +200,18 @@ def find_weighted_input(nonlinearity: Node, is_constant: Callable[[Any], bool]) 
                 return None
             if not all(is_constant(a) for a in parent.args[1:5]):
                 return None
+            path.append(parent)
             batch_norm, node = parent, parent.args[0]
         elif target is aten.convolution.default:
             transposed = node.args[6]
             ok = not transposed and is_constant(node.args[1]) and is_constant(node.args[2])
-            return WeightedInput(node.args[0], node, batch_norm, "conv") if ok else None  # type: ignore[arg-type]
+            return WeightedInput(node.args[0], node, batch_norm, "conv", tuple(path)) if ok else None  # type: ignore[arg-type]
         elif target is aten.addmm.default and not node.kwargs:
             ok = is_constant(node.args[0]) and is_constant(node.args[2])
-            return WeightedInput(node.args[1], node, batch_norm, "dense") if ok else None  # type: ignore[arg-type]
+            return WeightedInput(node.args[1], node, batch_norm, "dense", tuple(path)) if ok else None  # type: ignore[arg-type]
         elif target is aten.mm.default:
-            return WeightedInput(node.args[0], node, batch_norm, "dense") if is_constant(node.args[1]) else None  # type: ignore[arg-type]
+            ok = is_constant(node.args[1])
+            return WeightedInput(node.args[0], node, batch_norm, "dense", tuple(path)) if ok else None  # type: ignore[arg-type]
         else:
             return None
     return None

@@ -9,8 +9,10 @@ into pieces (SiLU, Hardswish, Softplus, Mish, ...) are kept whole, so Rescale se
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,22 +135,75 @@ def capture(model: nn.Module, args: tuple[Any, ...], batch_size: int) -> Capture
     error: Exception | None = None
     for dynamic in (True, False) if batch_size >= 2 else (False,):
         try:
-            program = _export(model, args, batch_size, dynamic)
+            with _quiet_torch_logs():
+                program = _export(model, args, batch_size, dynamic)
         except Exception as exc:  # export raises many types; report the first cause
             error = exc
             continue
         per_model[(_signature(args, batch_size, dynamic), model.training)] = program
         return program
     assert error is not None
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    raise CaptureError(
-        f"could not capture {type(model).__name__} as a graph of ATen operations with "
-        f"torch.export (non-strict): {type(error).__name__}: {first_line}\n"
+    raise _capture_error(model, args, error) from error
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def _describe_inputs(args: tuple[Any, ...]) -> str:
+    leaves, _ = tree_flatten(args)
+    return ", ".join(
+        f"{tuple(leaf.shape)} {str(leaf.dtype).removeprefix('torch.')}"
+        if isinstance(leaf, torch.Tensor)
+        else repr(leaf)
+        for leaf in leaves
+    )
+
+
+def _capture_error(model: nn.Module, args: tuple[Any, ...], error: Exception) -> CaptureError:
+    """The error to raise when export failed: if the model itself cannot run on the inputs, say
+    so with their shapes; otherwise name export's first cause and the common reasons."""
+    name = type(model).__name__
+    try:
+        with torch.no_grad():
+            model(*args)
+    except Exception as eager:  # the model rejects these inputs: not a capture problem
+        return CaptureError(
+            f"{name} cannot run on the given inputs (shapes {_describe_inputs(args)}): {_first_line(eager)}. "
+            "Check the inputs' shapes and dtypes against what the model expects."
+        )
+    return CaptureError(
+        f"could not capture {name} as a graph of ATen operations with "
+        f"torch.export (non-strict): {_first_line(error)}\n"
         "Common causes: Python control flow that depends on tensor values (use torch.where or "
         "torch.cond), calls that leave PyTorch (.item(), .tolist(), .numpy()), or outputs that "
         "are not tensors. To see the full trace, run "
         "torch.export.export(model, tuple(inputs), strict=False) yourself."
-    ) from error
+    )
+
+
+#: torch's loggers that print tracebacks while export tries and fails (fake-tensor meta kernels,
+#: symbolic shapes): deltalift reports the failure itself.
+_NOISY_LOGGERS = (
+    "torch._subclasses.fake_tensor",
+    "torch.fx.experimental.symbolic_shapes",
+    "torch.export",
+    "torch._export",
+)
+
+
+@contextlib.contextmanager
+def _quiet_torch_logs() -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _export(model: nn.Module, args: tuple[Any, ...], batch_size: int, dynamic: bool) -> CapturedProgram:

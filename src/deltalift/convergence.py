@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from deltalift.errors import ConvergenceError, ConvergenceWarning
+from deltalift.errors import ConvergenceError, ConvergenceWarning, IllConditionedWarning
 from deltalift.inputs import (
     BaselineType,
     TargetType,
@@ -27,14 +27,20 @@ from deltalift.inputs import (
 
 Tensor = torch.Tensor
 
-#: Relative tolerance of the summation-to-delta check, per dtype, relative to
-#: ``|t(x)| + |t(x0)| + sum_i |C_i|`` (the scale of the rounding error).
+#: Relative tolerance of the summation-to-delta check, per dtype: the error may be this fraction
+#: of the output change ``|t(x) - t(x0)|``.
 DEFAULT_TOLERANCE = {torch.float64: 1e-6, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+#: Rounding in the outputs themselves: the error may also be this many units in the last place
+#: of ``|t(x)| + |t(x0)|``.
+ROUNDING_ULPS = 256
+#: Contributions whose absolute sum exceeds this many times ``|t(x)| + |t(x0)| + |t(x) - t(x0)|``
+#: cancel: the attribution is ill-conditioned at this reference.
+ILL_CONDITIONED_RATIO = 1e4
 
 
 def per_example_sum(values: tuple[Tensor, ...]) -> Tensor:
     """``sum_i values_i`` per example (over every dimension but the first, and over the tuple)."""
-    return torch.stack([v.flatten(1).sum(1) for v in values]).sum(0)
+    return torch.stack([v.reshape(v.shape[0], -1).sum(1) for v in values]).sum(0)
 
 
 def check_summation(
@@ -45,25 +51,50 @@ def check_summation(
     strict: bool = False,
     warn: bool = True,
 ) -> Tensor:
-    """``sum_i C_i - (t(x) - t(x0))`` per example; warns (raises with ``strict``) when its
-    relative size exceeds ``tolerance`` (default per dtype, :data:`DEFAULT_TOLERANCE`)."""
+    """``sum_i C_i - (t(x) - t(x0))`` per example.
+
+    Warns (:class:`~deltalift.errors.ConvergenceWarning`; raises
+    :class:`~deltalift.errors.ConvergenceError` with ``strict``) where the error exceeds
+    ``tolerance * |t(x) - t(x0)| + ROUNDING_ULPS * ulp * (|t(x)| + |t(x0)|)``: it is measured
+    against the change being explained, not against the contributions, so that contributions
+    which blow up cannot hide their own error.  Warns separately
+    (:class:`~deltalift.errors.IllConditionedWarning`) where the contributions cancel, their
+    absolute sum above ``ILL_CONDITIONED_RATIO`` times the outputs.
+    """
     total = per_example_sum(contributions)
     magnitude = per_example_sum(tuple(c.abs() for c in contributions))
-    delta = total - (t - t0)
+    change = t - t0
+    delta = total - change
+    if not warn:
+        return delta
     tolerance = tolerance if tolerance is not None else DEFAULT_TOLERANCE.get(t.dtype, 1e-4)
-    scale = magnitude + t.abs() + t0.abs() + torch.finfo(t.dtype).tiny
-    relative = delta.abs() / scale
-    worst = int(relative.argmax())
-    if warn and float(relative[worst]) > tolerance:
+    outputs = t.abs() + t0.abs()
+    allowed = tolerance * change.abs() + ROUNDING_ULPS * torch.finfo(t.dtype).eps * outputs
+    excess = delta.abs() / (allowed + torch.finfo(t.dtype).tiny)
+    worst = int(excess.argmax())
+    if float(excess[worst]) > 1 or not bool(torch.isfinite(delta[worst])):
         message = (
             f"summation-to-delta fails for example {worst}: contributions sum to "
-            f"{float(total[worst]):.6g} but t(x) - t(x0) = {float((t - t0)[worst]):.6g} "
-            f"(relative error {float(relative[worst]):.2e} > tolerance {tolerance:.0e}). "
+            f"{float(total[worst]):.6g} but t(x) - t(x0) = {float(change[worst]):.6g} "
+            f"(error {float(delta[worst].abs()):.3g}, allowed {float(allowed[worst]):.3g}: relative tolerance "
+            f"{tolerance:.0e} of the change plus rounding of the outputs). "
             "The model may contain an op whose registered rule is not exact."
         )
         if strict:
             raise ConvergenceError(message)
         warnings.warn(message, ConvergenceWarning, stacklevel=4)
+    ratio = magnitude / (outputs + change.abs() + torch.finfo(t.dtype).tiny)
+    worst = int(ratio.argmax())
+    if float(ratio[worst]) > ILL_CONDITIONED_RATIO:
+        warnings.warn(
+            f"the contributions of example {worst} cancel: their absolute sum {float(magnitude[worst]):.3g} is "
+            f"{float(ratio[worst]):.2g} times |t(x)| + |t(x0)| + |t(x) - t(x0)| = "
+            f"{float(outputs[worst] + change[worst].abs()):.3g}; the attribution is ill-conditioned at this "
+            "reference (an op whose rule amplifies the change, or a reference at a degenerate point); "
+            "try another reference",
+            IllConditionedWarning,
+            stacklevel=4,
+        )
     return delta
 
 

@@ -34,6 +34,7 @@ from deltalift.errors import MissingRuleError, UnsupportedOperationError
 from deltalift.inputs import as_tuple, check_baselines, check_inputs, check_model, select_target
 from deltalift.layers import LayerType, find_layer
 from deltalift.plan import Plan, check_rule_choice, make_plan
+from deltalift.rules.product import scale_product
 from deltalift.rules.registry import Pair, RuleContext, RuleRegistry, default_registry
 from deltalift.rules.reveal_cancel import reveal_cancel
 
@@ -104,8 +105,8 @@ def run_graph(
     until: torch.fx.Node | None = None,
 ) -> Any:
     """DeepLIFT's walk: ``user_args`` holds Pairs for the explained inputs and plain values for
-    additional arguments; each op goes through its rule (RevealCancel where ``plan`` says;
-    weighted ops batched as ``layout`` allows).  Returns the model's user output(s), Pairs where
+    additional arguments; each op goes through its rule (RevealCancel and the scale split of
+    normalising products where ``plan`` says; weighted ops batched as ``layout`` allows).  Returns the model's user output(s), Pairs where
     they depend on the explained inputs."""
     plan = plan or Plan(free_after=program.free_after)
     layout = layout or BatchLayout(rows=0)
@@ -113,14 +114,17 @@ def run_graph(
     def evaluate(node: torch.fx.Node, args: Any, kwargs: Any, env: dict[torch.fx.Node, Any]) -> Any:
         ctx.node = node
         try:
-            if node in plan.reveal_cancel and isinstance(args[0], Pair):
-                weighted = plan.reveal_cancel[node]
+            weighted = plan.reveal_cancel.get(node)
+            if weighted is not None and isinstance(args[0], Pair) and (tap is None or tap[0] not in weighted.path):
                 op = node.target
 
                 def f(t: Tensor) -> Tensor:
                     return op(t, *args[1:], **kwargs)  # type: ignore[operator]
 
                 return reveal_cancel(env[weighted.source], args[0], f, weighted.op(env.__getitem__), ctx.eps)
+            if node in plan.scale_products:
+                scale = plan.scale_products[node]
+                return scale_product(args[1 - scale], args[scale])
             rule = ctx.registry.find(node.target)
             if rule is not None and rule.kind == "weighted" and rule.factors is not None:
                 batched = evaluate_weighted(node.target, args, kwargs, rule.factors, layout)

@@ -40,3 +40,7 @@ class ConvergenceError(DeltaliftError):
 
 class ConvergenceWarning(UserWarning):
     """Summation-to-delta failed beyond the tolerance."""
+
+
+class IllConditionedWarning(UserWarning):
+    """The contributions cancel: their absolute sum is far above the outputs they explain."""

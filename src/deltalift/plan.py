@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from deltalift.canonical import WeightedInput, find_weighted_input
+from deltalift.canonical import WeightedInput, find_scale_factor, find_weighted_input
 from deltalift.capture import CapturedProgram
 from deltalift.rules.registry import RuleRegistry
 
@@ -55,25 +55,25 @@ def check_rule_choice(rule: str, overrides: dict[str, str]) -> None:
 
 @dataclass
 class Plan:
-    """Which nonlinearities use RevealCancel (with the weighted op that feeds each), and when
-    each value may be dropped."""
+    """Which nonlinearities use RevealCancel (with the weighted op that feeds each), which
+    products are normalisations (a value times a reciprocal or reciprocal square root of an
+    activation: the scale split), and when each value may be dropped."""
 
     reveal_cancel: dict[torch.fx.Node, WeightedInput] = field(default_factory=dict)
+    scale_products: dict[torch.fx.Node, int] = field(default_factory=dict)  #: product -> its scale's position
     free_after: dict[torch.fx.Node, list[torch.fx.Node]] = field(default_factory=dict)
 
 
 def make_plan(
     program: CapturedProgram, n_explained: int, rule: str, overrides: dict[str, str], registry: RuleRegistry
 ) -> Plan:
-    """Choose the rule of every nonlinearity fed by a dense or convolution layer (cached on
-    the program per choice).
+    """Choose the rule of every nonlinearity fed by a dense or convolution layer, and find the
+    normalising products (cached on the program per choice).
 
     ``overrides`` maps a graph node name or a module path (or a parent module's path) to a
     rule name and wins over ``rule``.
     """
     check_rule_choice(rule, overrides)
-    if rule == "rescale" and not overrides:
-        return Plan(free_after=program.free_after)
     plan_key = (n_explained, rule, tuple(sorted(overrides.items())), id(registry))
     if plan_key in program.plans:
         return program.plans[plan_key]  # type: ignore[no-any-return]
@@ -85,11 +85,21 @@ def make_plan(
     def is_constant(arg: Any) -> bool:
         return not (isinstance(arg, torch.fx.Node) and arg in dependent)
 
+    def is_layout(node: torch.fx.Node) -> bool:
+        return node.op == "call_function" and registry.kind(node.target) == "layout"
+
     for node in program.graph.nodes:
         if node.op != "call_function":
             continue
         op_rule = registry.find(node.target)
-        if op_rule is None or not op_rule.reveal_cancel:
+        if op_rule is None:
+            continue
+        if op_rule.kind == "multiply" and len(node.args) >= 2 and not any(is_constant(a) for a in node.args[:2]):
+            position = find_scale_factor(node, is_layout)
+            if position is not None:
+                plan.scale_products[node] = position
+            continue
+        if not op_rule.reveal_cancel or rule == "rescale" and not overrides:
             continue
         if not node.args or node.args[0] not in dependent or not all(is_constant(a) for a in node.args[1:]):
             continue

@@ -33,16 +33,21 @@ class DeepLift(AttributionMethod):
         ``True`` (default) returns contributions ``m * (x - x0)``; ``False`` returns the
         multipliers ``m`` (Captum's "local" attribution).
     eps:
-        Where ``|x - x0| <= eps`` at a nonlinearity, its multiplier is the derivative at the
-        reference instead of the secant ``dy / dx`` (default ``1e-7``, as the original package).
+        Where ``|x - x0| <= eps * max(|x|, |x0|)`` at a nonlinearity, its multiplier is the
+        derivative at the reference instead of the secant ``dy / dx`` (default ``1e-7``: the
+        original package's threshold for values of order one, relative to the values' scale so
+        that networks with small activations stay exact).
     maxpool_mode:
         ``"summation"`` (default; keeps summation-to-delta) or ``"gradient"`` (the original
         package's option, routes to the input's arg-max like the gradient).
     strict:
         Raise :class:`~deltalift.errors.ConvergenceError` instead of warning when
-        summation-to-delta fails beyond ``tolerance``.
+        summation-to-delta fails beyond ``tolerance``.  (Contributions that cancel, their
+        absolute sum far above the outputs, always warn with
+        :class:`~deltalift.errors.IllConditionedWarning`.)
     tolerance:
-        Relative tolerance of that check (default per dtype: 1e-4 float32, 1e-6 float64).
+        Tolerance of that check, relative to the output change ``|t(x) - t(x0)|`` (default per
+        dtype: 1e-4 float32, 1e-6 float64), plus the rounding of the outputs themselves.
     registry:
         Rules to use (default: the global registry, extended with ``register_rule``).
     rule:

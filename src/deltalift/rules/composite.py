@@ -1,25 +1,31 @@
 """Ops explained by composing exact rules over their elementary parts.
 
-Softmax, log-softmax, logsumexp, layer norm, group norm and variance are
-re-expressed with ``exp``, ``sum``, ``reciprocal``, ``log``, ``rsqrt`` and products, each of
-which goes through its own rule, so summation-to-delta holds exactly for the composition.
+Softmax, log-softmax, logsumexp, layer norm, group norm and variance are re-expressed with
+``exp``, ``log``, sums, ``rsqrt`` and products, each of which goes through its own rule, so
+summation-to-delta holds exactly for the composition.  Two pieces are chosen for conditioning
+(no contribution orders of magnitude larger than the change it explains, float32 agreeing with
+float64), not only exactness:
 
-Numerical stability: ``softmax(x) = exp(x - c) / sum(exp(x - c))`` with one shift ``c`` per row
-that is the *same constant* for input and reference (the larger of their row maxima).  A
-constant shift scales ``exp``'s multipliers by ``e^-c`` and the reciprocal's by ``e^2c``; the
-contributions do not change, so the result equals the unshifted composition.
+- logsumexp in closed form (:mod:`deltalift.rules.logsumexp`): its Rescale chain with each
+  side's shift factored out; log-softmax is ``x - logsumexp(x)`` and softmax
+  ``exp(log_softmax(x))``.  (Composing ``exp(x - c) * (1 / sum)`` with the product split is
+  exact too, but its two terms grow like ``e^gap`` and cancel.)
+- the normalising product ``(x - mean) * rsqrt(var + eps)`` uses the scale split of
+  :func:`~deltalift.rules.product.scale_product`, which stays bounded at a reference with zero
+  variance, where ``rsqrt(eps)`` is about 1000.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from deltalift.errors import UnsupportedOperationError
 from deltalift.rules.linear import linear
+from deltalift.rules.logsumexp import logsumexp_pair
 from deltalift.rules.multipliers import with_multipliers
+from deltalift.rules.product import scale_product
 from deltalift.rules.registry import OpRule, Pair, RuleContext, is_pair, same_on_both_sides
 from deltalift.rules.rescale import rescale_multiplier
 
@@ -27,51 +33,36 @@ Tensor = torch.Tensor
 aten = torch.ops.aten
 
 
-def _shift(pair: Pair, dims: Sequence[int]) -> Tensor:
-    """A per-row constant: the larger of the input's and the reference's maxima (finite)."""
-    with torch.no_grad():
-        shift = torch.maximum(pair.x.detach().amax(dims, keepdim=True), pair.ref.amax(dims, keepdim=True))
-        return torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
-
-
-def _exp_sum(ctx: RuleContext, pair: Pair, dims: list[int]) -> tuple[Any, Any, Tensor]:
-    shift = _shift(pair, dims)
-    exps = ctx.call(aten.exp.default, ctx.call(aten.sub.Tensor, pair, shift))
-    return exps, ctx.call(aten.sum.dim_IntList, exps, dims, True), shift
-
-
 def _softmax(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``_softmax(x, dim, half_to_float)`` = ``exp(x - c) * reciprocal(sum(exp(x - c)))``."""
-    pair, dim = args[0], args[1]
-    exps, total, _ = _exp_sum(ctx, pair, [dim])
-    return ctx.call(aten.mul.Tensor, exps, ctx.call(aten.reciprocal.default, total))
+    """``_softmax(x, dim, half_to_float)`` = ``exp(log_softmax(x))`` (Rescale on the log-probabilities,
+    whose secant lies between the two probabilities)."""
+    return ctx.call(aten.exp.default, _log_softmax(ctx, op, args, kwargs))
 
 
 def _log_softmax(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``_log_softmax(x, dim, half_to_float)`` = ``(x - c) - log(sum(exp(x - c)))``."""
+    """``_log_softmax(x, dim, half_to_float)`` = ``x - logsumexp(x)`` (logsumexp in closed form)."""
     pair, dim = args[0], args[1]
-    exps, total, shift = _exp_sum(ctx, pair, [dim])
-    return ctx.call(aten.sub.Tensor, ctx.call(aten.sub.Tensor, pair, shift), ctx.call(aten.log.default, total))
+    return ctx.call(aten.sub.Tensor, pair, logsumexp_pair(pair, [dim], ctx.eps))
 
 
 def _logsumexp(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``logsumexp(x, dim, keepdim)`` = ``c + log(sum(exp(x - c)))``."""
+    """``logsumexp(x, dim, keepdim)`` in closed form (:mod:`deltalift.rules.logsumexp`)."""
     pair = args[0]
     dims = list(args[1] if len(args) > 1 else kwargs.get("dim", []))
     keepdim = bool(args[2] if len(args) > 2 else kwargs.get("keepdim", False))
     dims = dims or list(range(pair.x.ndim))
-    _, total, shift = _exp_sum(ctx, pair, dims)
-    out = ctx.call(aten.add.Tensor, ctx.call(aten.log.default, total), shift)
+    out = logsumexp_pair(pair, dims, ctx.eps)
     return out if keepdim else ctx.call(aten.squeeze.dims, out, dims)
 
 
 def _normalise(ctx: RuleContext, pair: Any, dims: list[int], eps: float) -> tuple[Any, Any, Any]:
-    """``(x - mean) * rsqrt(var + eps)`` over ``dims`` (biased variance), mean and rstd."""
+    """``(x - mean) * rsqrt(var + eps)`` over ``dims`` (biased variance), mean and rstd; the
+    product with the scale split of :func:`~deltalift.rules.product.scale_product`."""
     mean = ctx.call(aten.mean.dim, pair, dims, True)
     centred = ctx.call(aten.sub.Tensor, pair, mean)
     var = ctx.call(aten.mean.dim, ctx.call(aten.pow.Tensor_Scalar, centred, 2), dims, True)
     rstd = ctx.call(aten.rsqrt.default, ctx.call(aten.add.Tensor, var, eps))
-    return ctx.call(aten.mul.Tensor, centred, rstd), mean, rstd
+    return scale_product(centred, rstd), mean, rstd
 
 
 def _layer_norm(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

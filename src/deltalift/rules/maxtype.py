@@ -12,7 +12,7 @@ Mode ``"gradient"`` (the original ``deeplift`` package's option, for comparison)
 multiplier is the ordinary gradient, i.e. ``g`` routed to the input's arg-max.  It does not keep
 summation-to-delta.
 
-Where ``|x_j - x0_j| <= eps`` the multiplier is the ordinary gradient.
+Where ``|x_j - x0_j| <= eps * max(|x_j|, |x0_j|)`` the multiplier is the ordinary gradient.
 """
 
 from __future__ import annotations
@@ -68,9 +68,10 @@ class _RouteMax(torch.autograd.Function):
         y_flat, y0_flat = y.flatten(p), y0.expand_as(y).flatten(p)
         winner = torch.where(y_flat >= y0_flat, idx_flat, idx0.expand_as(idx).flatten(p))
         routed = torch.zeros_like(planes).scatter_add_(p, winner, g * (y_flat - y0_flat))
-        dx = planes - x0.expand_as(x).flatten(p)
+        x0_planes = x0.expand_as(x).flatten(p)
+        dx = planes - x0_planes
         m = routed.div_(dx)
-        near = near_zero(dx, ctx.eps)
+        near = near_zero(dx, ctx.eps, planes, x0_planes)
         if near is not None:
             m = torch.where(near, plain(), m)
         return m.view(x.shape), None, None, None, None, None, None, None

@@ -10,7 +10,8 @@ element-wise product ``m_a = (b + b0) / 2`` and ``m_b = (a + a0) / 2``.
 With only one input-dependent factor the op is linear and the Linear rule applies.
 
 Division ``a / b`` with an input-dependent ``b`` is ``a * reciprocal(b)``: Rescale on the
-reciprocal, then the product rule.
+reciprocal, then the scale split of :func:`scale_product` (which the engine also uses for a
+product with a reciprocal square root, the normalising factor of RMS and layer norms).
 """
 
 from __future__ import annotations
@@ -88,9 +89,30 @@ def _bilinear_product(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any], fi
     return Pair(out, ref)
 
 
+def scale_product(value: Pair, scale: Pair) -> Pair:
+    """``value * scale`` where ``scale`` is a normalising factor (a reciprocal or reciprocal square
+    root of an activation, as in layer norm, RMS norm or ``e / sum(e)``): the exact split
+
+        v s - v0 s0 = (v - v0) s + v0 (s - s0)     where |s| <= |s0|
+                    = (v - v0) s0 + v (s - s0)     elsewhere
+
+    i.e. the value's multiplier is the smaller of the two scales.  Every term is bounded by
+    ``2 max(|v s|, |v0 s0|)``, the normalised values themselves, whereas the symmetric Shapley
+    split gives terms of the size of ``(s + s0) / 2`` times the change, which cancel when one
+    scale is large (a reference with zero variance: ``rsqrt(eps)``).
+    """
+    with torch.no_grad():
+        v, s = value.x.detach(), scale.x.detach()
+        smaller = s.abs() <= scale.ref.abs()
+        m_value = torch.where(smaller, s, scale.ref)
+        m_scale = torch.where(smaller, value.ref, v)
+        out, ref = v * s, value.ref * scale.ref
+    return Pair(with_multipliers(out, [value.x, scale.x], [m_value, m_scale]), ref)
+
+
 def _divide(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``a / b``: Linear when ``b`` is a constant, else ``a * reciprocal(b)`` (Rescale on the
-    reciprocal, then the product rule); with a rounding mode, Rescale."""
+    reciprocal, then the scale split of :func:`scale_product`); with a rounding mode, Rescale."""
     if kwargs.get("rounding_mode") is not None:
         from deltalift.rules.rescale import rescale
 
@@ -98,7 +120,10 @@ def _divide(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, 
     a, b = args[0], args[1]
     if not is_pair(b):
         return linear(ctx, op, args, kwargs)
-    return ctx.call(aten.mul.Tensor, a, ctx.call(aten.reciprocal.default, b))
+    reciprocal = ctx.call(aten.reciprocal.default, b)
+    if not is_pair(a):
+        return ctx.call(aten.mul.Tensor, a, reciprocal)
+    return scale_product(a, reciprocal)
 
 
 #: Element-wise multiplication.

@@ -4,8 +4,8 @@ Rescale, for an element-wise ``y = f(x)``::
 
     m(dx, dy) = (f(x) - f(x0)) / (x - x0)
 
-and, where ``|x - x0| <= eps``, the derivative ``f'(x0)`` at the reference (the original
-implementation's fallback).  Summation-to-delta holds exactly: ``m * dx = dy``.
+and, where ``|x - x0| <= eps * max(|x|, |x0|)``, the derivative ``f'(x0)`` at the reference
+(the original implementation's fallback, with a threshold relative to the values' scale).  Summation-to-delta holds exactly: ``m * dx = dy``.
 
 Two-input element-wise ops ``y = f(a, b)`` where both inputs depend on the explained input
 (``maximum``, ``minimum``, ``pow``, ``atan2``, ...) use the exact two-player Shapley split::
@@ -41,17 +41,21 @@ def derivative_at(fn: Callable[..., Tensor], points: list[Tensor], wrt: int, sha
     return torch.zeros(shape, dtype=out.dtype, device=out.device) if grad is None else grad
 
 
-def secant_multiplier(dy: Tensor, dx: Tensor, eps: float, derivative: Callable[[tuple[Tensor, ...]], Tensor]) -> Tensor:
-    """``dy / dx`` where ``|dx| > eps``, else the derivative at the reference.
+def secant_multiplier(
+    dy: Tensor, dx: Tensor, eps: float, derivative: Callable[[tuple[Tensor, ...]], Tensor], x: Tensor, x0: Tensor
+) -> Tensor:
+    """``dy / dx``, and the derivative at the reference where ``|dx| <= eps * max(|x|, |x0|)``.
 
+    The test is relative to the values' scale (for values of order one it is the original
+    package's absolute ``1e-7``), so that networks whose activations are small stay exact.
     ``dy`` and ``dx`` are fresh tensors and are overwritten (this runs on every nonlinearity, so
-    it avoids allocations): the common case costs a division, an ``abs`` and a minimum.  NaN differences
-    (``inf - inf``, e.g. masked attention logits) count as near and take the derivative.
-    ``derivative(near)`` returns the derivative at the positions ``near`` (a tuple of index
-    tensors into ``dy``'s shape, as ``nonzero(as_tuple=True)`` gives).
+    it avoids allocations): the common case costs a division, an ``abs`` and three reductions.
+    NaN differences (``inf - inf``, e.g. masked attention logits) count as near and take the
+    derivative.  ``derivative(near)`` returns the derivative at the positions ``near`` (a tuple
+    of index tensors into ``dy``'s shape, as ``nonzero(as_tuple=True)`` gives).
     """
     m = dy.div_(dx) if dy.shape == dx.shape else dy / dx
-    near = near_zero(dx, eps)
+    near = near_zero(dx, eps, x, x0)
     if near is None:
         return m
     positions = near.expand(m.shape).nonzero(as_tuple=True)
@@ -59,13 +63,21 @@ def secant_multiplier(dy: Tensor, dx: Tensor, eps: float, derivative: Callable[[
     return m
 
 
-def near_zero(dx: Tensor, eps: float) -> Tensor | None:
-    """``None`` when every ``|dx| > eps`` (the common case: an ``abs`` and a minimum), else the
-    boolean mask of ``|dx| <= eps``; NaN differences count as near.  Overwrites ``dx``."""
+def _largest_magnitude(t: Tensor) -> Tensor:
+    return torch.maximum(t.amax(), -t.amin()) if t.numel() else t.new_zeros(())
+
+
+def near_zero(dx: Tensor, eps: float, x: Tensor, x0: Tensor) -> Tensor | None:
+    """``None`` when every ``|dx| > eps * max(|x|, |x0|)`` (the common case, decided from the
+    extremes alone), else the boolean mask of the positions where it does not hold; NaN
+    differences count as near.  Overwrites ``dx``."""
     magnitude = dx.abs_().nan_to_num_(nan=0.0)
-    if magnitude.numel() and bool(magnitude.amin() > eps):
+    if not magnitude.numel():
         return None
-    return magnitude <= eps
+    bound = eps * torch.maximum(_largest_magnitude(x.detach()), _largest_magnitude(x0.detach()))
+    if bool(magnitude.amin() > bound):
+        return None
+    return magnitude <= eps * torch.maximum(x.detach().abs(), x0.detach().abs())
 
 
 def derivative_where(
@@ -92,7 +104,7 @@ def rescale_multiplier(
 ) -> Tensor:
     """Rescale's ``m = (f(x) - f(x0)) / (x - x0)``, the derivative at ``x0`` where ``|x - x0| <= eps``."""
     shape = y.shape if y.shape == y0.shape else torch.broadcast_shapes(y.shape, y0.shape)
-    return secant_multiplier(y - y0, x - x0, eps, derivative_where(fn, [x0], 0, shape, pointwise))
+    return secant_multiplier(y - y0, x - x0, eps, derivative_where(fn, [x0], 0, shape, pointwise), x, x0)
 
 
 def shapley2_multipliers(
@@ -104,8 +116,8 @@ def shapley2_multipliers(
     phi_a = 0.5 * ((y_a - y0) + (y - y_b))
     phi_b = 0.5 * ((y_b - y0) + (y - y_a))
     shape = y.shape if y.shape == y0.shape else torch.broadcast_shapes(y.shape, y0.shape)
-    m_a = secant_multiplier(phi_a, a_x - a0, eps, derivative_where(fn, [a0, b0], 0, shape, pointwise))
-    m_b = secant_multiplier(phi_b, b_x - b0, eps, derivative_where(fn, [a0, b0], 1, shape, pointwise))
+    m_a = secant_multiplier(phi_a, a_x - a0, eps, derivative_where(fn, [a0, b0], 0, shape, pointwise), a_x, a0)
+    m_b = secant_multiplier(phi_b, b_x - b0, eps, derivative_where(fn, [a0, b0], 1, shape, pointwise), b_x, b0)
     return m_a, m_b
 
 

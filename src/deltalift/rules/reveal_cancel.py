@@ -1,4 +1,4 @@
-"""The RevealCancel rule (Shrikumar et al. 2017, section 3.5.3; DESIGN.md section 1).
+"""The RevealCancel rule (Shrikumar et al. 2017, section 3.5.3).
 
 For an element-wise ``y = f(z)`` fed by a weighted linear op ``z = W x + b`` (dense or
 convolution, optionally through a bias and a batch norm in eval mode, which are folded into
@@ -7,7 +7,11 @@ convolution, optionally through a bias and a batch norm in eval mode, which are 
     dz+ = W+ dx+ + W- dx-            dz- = W+ dx- + W- dx+
     dy+ = 1/2 (f(z0 + dz+) - f(z0)) + 1/2 (f(z0 + dz- + dz+) - f(z0 + dz-))
     dy- = 1/2 (f(z0 + dz-) - f(z0)) + 1/2 (f(z0 + dz+ + dz-) - f(z0 + dz+))
-    m+ = dy+ / dz+                   m- = dy- / dz-        (derivative at z0 where |dz+-| <= eps)
+    m+ = dy+ / dz+                   m- = dy- / dz-
+
+Where ``dz+`` is (near) zero the ratio is ``0/0``; its limit ``m+ = (f'(z0) + f'(z0 + dz-)) / 2``
+(symmetrically ``m- = (f'(z0) + f'(z0 + dz+)) / 2``) keeps the rule continuous, and is what the
+original package aims for by adding 1e-7 to the denominator.
 
 Back through the linear op, for an incoming multiplier ``g`` on ``y``: an input with ``dx > 0``
 gets ``W+^T (g m+) + W-^T (g m-)``, one with ``dx < 0`` gets ``W-^T (g m+) + W+^T (g m-)``,
@@ -51,15 +55,14 @@ class _RevealCancel(torch.autograd.Function):
         dx_pos, dx_neg = dx.clamp(min=0), dx.clamp(max=0)
         dz_pos = positive(dx_pos) + negative(dx_neg)
         dz_neg = positive(dx_neg) + negative(dx_pos)
-        f_z0 = f(z0)
         y = f(z)
         shape = torch.broadcast_shapes(y.shape, z0.shape)
-        dy_pos = 0.5 * (f(z0 + dz_pos) - f_z0) + 0.5 * (f(z0 + dz_neg + dz_pos) - f(z0 + dz_neg))
-        dy_neg = 0.5 * (f(z0 + dz_neg) - f_z0) + 0.5 * (f(z0 + dz_pos + dz_neg) - f(z0 + dz_pos))
-
-        derivative = derivative_where(f, [z0], 0, shape, pointwise=False)
-        m_pos = secant_multiplier(dy_pos, dz_pos, eps, derivative)
-        m_neg = secant_multiplier(dy_neg, dz_neg, eps, derivative)
+        z_pos, z_neg = z0 + dz_pos, z0 + dz_neg
+        f_z0, f_pos, f_neg, f_both = f(z0), f(z_pos), f(z_neg), f(z0 + dz_pos + dz_neg)
+        dy_pos = 0.5 * (f_pos - f_z0) + 0.5 * (f_both - f_neg)
+        dy_neg = 0.5 * (f_neg - f_z0) + 0.5 * (f_both - f_pos)
+        m_pos = secant_multiplier(dy_pos, dz_pos, eps, _mean_derivative(f, z0, z_neg, shape), z, z0)
+        m_neg = secant_multiplier(dy_neg, dz_neg, eps, _mean_derivative(f, z0, z_pos, shape), z, z0)
         ctx.save_for_backward(dx, m_pos, m_neg)
         ctx.signed = (positive, negative)
         return y
@@ -73,6 +76,18 @@ class _RevealCancel(torch.autograd.Function):
         falling = negative.transpose(g_pos, dx) + positive.transpose(g_neg, dx)  # W-^T (g m+) + W+^T (g m-)
         gx = torch.where(dx > 0, rising, torch.where(dx < 0, falling, 0.5 * (rising + falling)))
         return gx, None, None, None, None, None, None
+
+
+def _mean_derivative(f: Callable[[Tensor], Tensor], z0: Tensor, z_other: Tensor, shape: torch.Size) -> Any:
+    """The limit of ``m+`` as ``dz+ -> 0`` (``z_other = z0 + dz-``), or of ``m-`` as ``dz- -> 0``
+    (``z_other = z0 + dz+``): ``(f'(z0) + f'(z_other)) / 2``, which keeps the rule continuous."""
+    at_reference = derivative_where(f, [z0], 0, shape, pointwise=False)
+    at_other = derivative_where(f, [z_other], 0, shape, pointwise=False)
+
+    def derivative(near: tuple[Tensor, ...]) -> Tensor:
+        return 0.5 * (at_reference(near) + at_other(near))
+
+    return derivative
 
 
 def reveal_cancel(source: Pair, z: Pair, f: Callable[[Tensor], Tensor], weighted: WeightedOp, eps: float) -> Pair:
