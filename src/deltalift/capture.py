@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -164,11 +165,11 @@ def _describe_inputs(args: tuple[Any, ...]) -> str:
 def _capture_error(model: nn.Module, args: tuple[Any, ...], error: Exception) -> CaptureError:
     """The error to raise when export failed: if the model itself cannot run on the inputs, say
     so with their shapes; otherwise name export's first cause and the common reasons."""
+    if isinstance(error, CaptureError):
+        return error
     name = type(model).__name__
-    try:
-        with torch.no_grad():
-            model(*args)
-    except Exception as eager:  # the model rejects these inputs: not a capture problem
+    eager = _eager_failure(model, args)
+    if eager is not None:  # the model rejects these inputs: not a capture problem
         return CaptureError(
             f"{name} cannot run on the given inputs (shapes {_describe_inputs(args)}): {_first_line(eager)}. "
             "Check the inputs' shapes and dtypes against what the model expects."
@@ -181,6 +182,25 @@ def _capture_error(model: nn.Module, args: tuple[Any, ...], error: Exception) ->
         "are not tensors. To see the full trace, run "
         "torch.export.export(model, tuple(inputs), strict=False) yourself."
     )
+
+
+def _eager_failure(model: nn.Module, args: tuple[Any, ...]) -> Exception | None:
+    """The error the model raises when called on ``args`` as it is (``None`` if it runs).  Only
+    for a model in eval mode, and its buffers are put back afterwards: the model is never modified."""
+    if any(module.training for module in model.modules()):
+        return None
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    try:
+        with torch.no_grad():
+            model(*args)
+    except Exception as exc:
+        return exc
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                if name in buffers:
+                    b.copy_(buffers[name])
+    return None
 
 
 #: torch's loggers that print tracebacks while export tries and fails (fake-tensor meta kernels,
@@ -217,11 +237,49 @@ def _export(model: nn.Module, args: tuple[Any, ...], batch_size: int, dynamic: b
             args,
         )
     program = export(model, args, dynamic_shapes=dynamic_shapes, strict=False)
+    return _to_captured(program.run_decompositions(_decomposition_table()), dynamic)
+
+
+def _decomposition_table() -> dict[Any, Any]:
+    """The core decompositions, less those of the nonlinearities Rescale keeps whole, and with
+    scaled dot-product attention written out as its math (:func:`_attention_math`)."""
     table = default_decompositions()
     for op in KEEP_UNDECOMPOSED:
         table.pop(op, None)
-    program = program.run_decompositions(table)
-    return _to_captured(program, dynamic)
+    table[torch.ops.aten.scaled_dot_product_attention.default] = _attention_math
+    return table
+
+
+def _attention_math(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+) -> torch.Tensor:
+    """``softmax(q k^T * scale + mask) v`` (Vaswani et al. 2017, section 3.2.1), as the op documents it.
+
+    The default decomposition returns a tensor laid out differently from the fused kernels
+    (``(B, H, L, D)`` contiguous where they return ``(B, L, H, D)`` memory order), and model code
+    that views the transposed output then fails (GPT-2 with ``sdpa`` attention); this one keeps
+    the kernels' layout.  Dropout is refused: attributions would be random."""
+    if dropout_p:
+        raise CaptureError("scaled_dot_product_attention with dropout_p > 0: call model.eval() first")
+    if enable_gqa:
+        repeats = query.shape[-3] // key.shape[-3]
+        key, value = key.repeat_interleave(repeats, -3), value.repeat_interleave(repeats, -3)
+    factor = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = query @ key.transpose(-2, -1) * factor
+    if is_causal:
+        causal = torch.ones(query.shape[-2], key.shape[-2], dtype=torch.bool, device=query.device).tril()
+        scores = scores.masked_fill(~causal, float("-inf"))
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
+    out = torch.softmax(scores, -1) @ value
+    return out.transpose(-3, -2).contiguous().transpose(-3, -2) if out.ndim >= 3 else out
 
 
 def _to_captured(program: torch.export.ExportedProgram, dynamic: bool) -> CapturedProgram:

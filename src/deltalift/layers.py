@@ -71,9 +71,17 @@ def _paths(model: nn.Module, layer: LayerType) -> list[str]:
     return paths
 
 
+def _is_activation(node: torch.fx.Node) -> bool:
+    """Whether the node holds a tensor (or tensors), not a size or a shape computation."""
+    value = node.meta.get("val")
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    return any(isinstance(v, torch.Tensor) for v in values)
+
+
 def _leaving(members: list[torch.fx.Node]) -> list[torch.fx.Node]:
+    """The activations computed inside a call site and used outside it (sizes do not count)."""
     inside = set(members)
-    return [n for n in members if any(user not in inside for user in n.users)]
+    return [n for n in members if _is_activation(n) and any(user not in inside for user in n.users)]
 
 
 def _entering(members: list[torch.fx.Node], dependent: set[torch.fx.Node]) -> list[torch.fx.Node]:
@@ -81,7 +89,7 @@ def _entering(members: list[torch.fx.Node], dependent: set[torch.fx.Node]) -> li
     found: list[torch.fx.Node] = []
     for node in members:
         for arg in node.all_input_nodes:
-            if arg not in inside and arg in dependent and arg not in found:
+            if arg not in inside and arg in dependent and _is_activation(arg) and arg not in found:
                 found.append(arg)
     return found
 

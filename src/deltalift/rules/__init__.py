@@ -12,7 +12,7 @@ import operator
 import torch
 
 from deltalift.rules import composite, maxtype
-from deltalift.rules.linear import assertion, getitem, linear, no_gradient
+from deltalift.rules.linear import assertion, getitem, linear, no_gradient, shape_query
 from deltalift.rules.multipliers import with_multipliers
 from deltalift.rules.product import bilinear, bilinear_in, divide, multiply
 from deltalift.rules.registry import (
@@ -70,9 +70,11 @@ NO_GRADIENT_OPS = [
     aten.eq, aten.ne, aten.gt, aten.ge, aten.lt, aten.le, aten.logical_and, aten.logical_or,
     aten.logical_not, aten.logical_xor, aten.bitwise_and, aten.bitwise_or, aten.bitwise_not,
     aten.bitwise_xor, aten.isnan, aten.isinf, aten.isfinite, aten.isneginf, aten.isposinf,
-    aten.argmax, aten.argmin, aten.any, aten.all, aten.sym_size, aten.sym_numel, aten.sym_stride,
-    aten.sym_storage_offset, aten.empty_strided, aten.nonzero, aten.bucketize,
+    aten.argmax, aten.argmin, aten.any, aten.all, aten.empty_strided, aten.nonzero, aten.bucketize,
 ]
+
+#: Shape queries (no gradient; the same for input and reference, so plain numbers, not Pairs).
+SHAPE_OPS = [aten.sym_size, aten.sym_numel, aten.sym_stride, aten.sym_storage_offset]
 
 #: Run-time assertions left in the graph by export.
 ASSERTION_OPS = [
@@ -114,6 +116,7 @@ def _register_defaults(registry: RuleRegistry) -> None:
         (AVERAGE_OPS, linear, "average"),
         (LINEAR_OPS, linear, "linear"),
         (NO_GRADIENT_OPS, no_gradient, "no_gradient"),
+        (SHAPE_OPS, shape_query, "no_gradient"),
         (ASSERTION_OPS, assertion, "assertion"),
         (ELEMENTWISE_OPS, rescale, "elementwise"),
     ):

@@ -42,7 +42,7 @@ def evaluate_both(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any
     with torch.no_grad():
         try:
             ref_out = op(*side(args, "ref"), **side(kwargs, "ref"))
-        except RuntimeError:
+        except (RuntimeError, IndexError):  # e.g. an index of the batch into a batch-one reference
             ref_out = None
         if ref_out is None or not _broadcasts_to(ref_out, x_out):
             ref_out = op(*_expanded_reference_side(args), **_expanded_reference_side(kwargs))
@@ -96,6 +96,16 @@ def _no_gradient(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[
         return zip_output(op(*side(args, "x"), **side(kwargs, "x")), op(*side(args, "ref"), **side(kwargs, "ref")))
 
 
+def _shape_query(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Sizes, strides, element counts: the input side's value, a plain number rather than a Pair.
+
+    Input and reference have the same shape; a reference shared by the batch is evaluated at batch
+    size one only to save work, so sizes read from the batch (``expand(w, [batch, ...])``,
+    ``arange(batch)``) must be the batch's on both sides."""
+    with torch.no_grad():
+        return op(*side(args, "x"), **side(kwargs, "x"))
+
+
 def _getitem(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``operator.getitem`` on an op's tuple of outputs (or on a Pair of sizes)."""
     container, index = args
@@ -113,6 +123,8 @@ def _assertion(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[st
 linear = OpRule(_linear, "linear")
 #: Ops whose output carries no gradient.
 no_gradient = OpRule(_no_gradient, "no_gradient")
+#: Shape queries: the same for input and reference.
+shape_query = OpRule(_shape_query, "no_gradient")
 #: ``operator.getitem`` on a tuple of outputs.
 getitem = OpRule(_getitem, "getitem")
 #: Run-time assertions.
