@@ -139,3 +139,20 @@ def test_inputs_the_model_cannot_take_are_named_and_logs_stay_quiet(capfd: pytes
     ):
         DeepLift(model).attribute(torch.randn(2, 7), target=0)
     assert capfd.readouterr().err == ""
+
+
+def test_a_layer_that_runs_no_operation_is_its_input() -> None:
+    """An eval-mode dropout (and nn.Identity) runs no op in the captured graph; its output is its
+    input, and Layer methods return their attributions there (as Captum does).  The hook that
+    marks it while capturing is gone afterwards."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Dropout(0.3), nn.Tanh(), nn.Identity(), nn.Linear(5, 2)).double().eval()
+    x = torch.randn(3, 4, dtype=F64)
+    at_dropout, delta = LayerDeepLift(model, model[1]).attribute(x, 0.0, target=1, return_convergence_delta=True)
+    at_linear = LayerDeepLift(model, model[0]).attribute(x, 0.0, target=1)
+    torch.testing.assert_close(at_dropout, at_linear, rtol=1e-12, atol=0)
+    assert delta.abs().max() < 1e-12
+    at_identity = LayerDeepLift(model, model[3]).attribute(x, 0.0, target=1)
+    at_tanh = LayerDeepLift(model, model[2]).attribute(x, 0.0, target=1)
+    torch.testing.assert_close(at_identity, at_tanh, rtol=1e-12, atol=0)
+    assert all(not module._forward_hooks for module in model.modules())

@@ -126,25 +126,47 @@ def _signature(args: tuple[Any, ...], batch_size: int, dynamic: bool) -> Any:
     return tuple(parts)
 
 
-def capture(model: nn.Module, args: tuple[Any, ...], batch_size: int) -> CapturedProgram:
-    """Capture ``model(*args)``; reuse a cached graph for the same input signature."""
+def capture(model: nn.Module, args: tuple[Any, ...], batch_size: int, mark: str | None = None) -> CapturedProgram:
+    """Capture ``model(*args)``; reuse a cached graph for the same input signature.
+
+    ``mark``: the path of a submodule that runs no operation of its own (an eval-mode dropout, an
+    identity) whose output must be found in the graph: while capturing, a forward hook records
+    its output as ``output * 1`` inside the module's call (the hook is removed afterwards, also
+    when capture fails).
+    """
     per_model = _cache.setdefault(model, {})
     for dynamic in (True, False):
-        key = (_signature(args, batch_size, dynamic), model.training)
+        key = (_signature(args, batch_size, dynamic), model.training, mark)
         if key in per_model:
             return per_model[key]
     error: Exception | None = None
     for dynamic in (True, False) if batch_size >= 2 else (False,):
         try:
-            with _quiet_torch_logs():
+            with _quiet_torch_logs(), _marked_output(model, mark):
                 program = _export(model, args, batch_size, dynamic)
         except Exception as exc:  # export raises many types; report the first cause
             error = exc
             continue
-        per_model[(_signature(args, batch_size, dynamic), model.training)] = program
+        per_model[(_signature(args, batch_size, dynamic), model.training, mark)] = program
         return program
     assert error is not None
     raise _capture_error(model, args, error) from error
+
+
+@contextlib.contextmanager
+def _marked_output(model: nn.Module, mark: str | None) -> Iterator[None]:
+    if mark is None:
+        yield
+        return
+
+    def record(module: nn.Module, inputs: Any, output: Any) -> Any:
+        return tree_map(lambda v: v * 1 if isinstance(v, torch.Tensor) and v.is_floating_point() else v, output)
+
+    handle = model.get_submodule(mark).register_forward_hook(record)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _first_line(error: BaseException) -> str:

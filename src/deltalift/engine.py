@@ -32,7 +32,7 @@ from deltalift.capture import CapturedProgram, capture, layer_in, state_value, w
 from deltalift.convergence import check_summation
 from deltalift.errors import MissingRuleError, UnsupportedOperationError
 from deltalift.inputs import as_tuple, check_baselines, check_inputs, check_model, select_target
-from deltalift.layers import LayerType, find_layer
+from deltalift.layers import LayerType, capture_with_layer
 from deltalift.plan import Plan, check_rule_choice, make_plan
 from deltalift.rules.product import scale_product
 from deltalift.rules.registry import Pair, RuleContext, RuleRegistry, default_registry
@@ -243,7 +243,12 @@ def deeplift(
     check_model(module, tensors)
     references, shared = check_baselines(baselines, tensors)
     batch = tensors[0].shape[0]
-    program = capture(module, tensors + extra, batch)
+    if layer is None:
+        program, node = capture(module, tensors + extra, batch), None
+    else:
+        program, node = capture_with_layer(
+            module, tensors + extra, batch, layer_in(module, layer), len(tensors), layer_input
+        )
     if shared and (not program.batch_dynamic or _has_batched_tensor(extra, batch)):
         references = tuple(r.expand_as(x) for r, x in zip(references, tensors))
     pairs = [Pair(x.detach().requires_grad_(True), r.detach()) for x, r in zip(tensors, references)]
@@ -251,8 +256,7 @@ def deeplift(
     plan = make_plan(program, len(tensors), options.rule, dict(options.rule_overrides), options.registry)
     recorded: list[Pair] = []
     tap = until = None
-    if layer is not None:
-        node = find_layer(program, module, layer_in(module, layer), len(tensors), layer_input)
+    if node is not None:
         if neuron is not None:
             until = node
         else:

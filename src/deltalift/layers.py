@@ -7,15 +7,43 @@ the call site; its input, the one activation that enters it.
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Any, Union
 
 import torch
 from torch import nn
 
-from deltalift.capture import CapturedProgram
+from deltalift.capture import CapturedProgram, capture
 from deltalift.plan import input_dependent
 
 LayerType = Union[nn.Module, str]
+
+
+class LayerRunsNoOperation(ValueError):
+    """A module that runs no operation of its own (its output is one of its inputs)."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def capture_with_layer(
+    model: nn.Module,
+    args: tuple[Any, ...],
+    batch_size: int,
+    layer: LayerType,
+    n_explained: int,
+    use_input: bool = False,
+) -> tuple[CapturedProgram, torch.fx.Node]:
+    """The captured model and the node of ``layer``'s output (or input).
+
+    A module that runs no operation (an eval-mode dropout, ``nn.Identity``) is found by capturing
+    once more with its output recorded (:func:`deltalift.capture.capture`'s ``mark``)."""
+    program = capture(model, args, batch_size)
+    try:
+        return program, find_layer(program, model, layer, n_explained, use_input)
+    except LayerRunsNoOperation as missing:
+        program = capture(model, args, batch_size, mark=missing.path)
+        return program, find_layer(program, model, layer, n_explained, use_input)
 
 
 def find_layer(
@@ -50,6 +78,8 @@ def find_layer(
                 sites.setdefault(key, []).append(node)
     name = paths[0] if paths else repr(layer)
     if not sites:
+        if paths and paths[0] in dict(model.named_modules()):
+            raise LayerRunsNoOperation(f"layer {name} does not run any operation in the captured model", paths[0])
         raise ValueError(f"layer {name} does not run any operation in the captured model")
     if len(sites) > 1:
         raise ValueError(

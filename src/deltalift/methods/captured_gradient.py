@@ -16,7 +16,7 @@ from torch import nn
 from deltalift.capture import as_module, capture
 from deltalift.engine import Override, run_plain
 from deltalift.inputs import TargetType, as_tuple, check_inputs, check_model, select_target
-from deltalift.layers import LayerType, find_layer
+from deltalift.layers import LayerType, capture_with_layer
 
 Tensor = torch.Tensor
 
@@ -51,7 +51,11 @@ def captured_gradients(
     module = as_module(model)
     check_model(module, tensors)
     extra = as_tuple(additional_forward_args)
-    program = capture(module, tensors + extra, tensors[0].shape[0])
+    batch = tensors[0].shape[0]
+    if layer is None:
+        program, node = capture(module, tensors + extra, batch), None
+    else:
+        program, node = capture_with_layer(module, tensors + extra, batch, layer, len(tensors), layer_input)
     leaves = tuple(x.detach().requires_grad_(True) for x in tensors)
     recorded: list[Tensor] = []
 
@@ -62,9 +66,7 @@ def captured_gradients(
         recorded.append(leaf)
         return leaf
 
-    tap = None
-    if layer is not None:
-        tap = (find_layer(program, module, layer, len(tensors), layer_input), record)
+    tap = None if node is None else (node, record)
     with torch.enable_grad():
         (output,) = run_plain(program, module, list(leaves) + list(extra), overrides, tap=tap)
         t = select_target(output, target, tensors[0].shape[0])
