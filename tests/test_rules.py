@@ -235,3 +235,52 @@ def test_registering_a_rule_makes_the_op_work():
     torch.testing.assert_close(attr, torch.special.i0(x) - 1.0, rtol=1e-14, atol=0)
     assert delta.abs().max() < 1e-14
     assert torch.ops.aten.i0 not in default_registry
+
+
+def test_every_documented_way_of_registering_a_rule():
+    """register_rule with each built-in rule, with bilinear_in, with a plain function (kind
+    "custom" or given), and a clear error for a rule that does not fit the op."""
+    from deltalift.errors import UnsupportedOperationError
+    from deltalift.rules import OpRule, Pair, bilinear, bilinear_in, linear, with_multipliers
+
+    aten = torch.ops.aten
+    x = t([[0.5, 1.0]])
+    registry = default_registry.copy()
+    deltalift.register_rule(aten.i0, rescale, registry=registry)
+    assert registry.kind(aten.i0) == "elementwise"
+    i0_attr, _ = attribute(lambda v: torch.special.i0(v).sum(1), x, registry=registry)
+    torch.testing.assert_close(i0_attr, torch.special.i0(x) - 1.0, rtol=1e-14, atol=0)
+
+    def i0_by_hand(ctx, op, args, kwargs):
+        (pair,) = args
+        with torch.no_grad():
+            y, y0 = op(pair.x.detach()), op(pair.ref)
+        return Pair(with_multipliers(y, [pair.x], [(y - y0) / (pair.x.detach() - pair.ref)]), y0)
+
+    for rule, kind in ((i0_by_hand, None), (i0_by_hand, "elementwise"), (OpRule(i0_by_hand, "custom"), None)):
+        registry = default_registry.copy()
+        deltalift.register_rule(aten.i0, rule, registry=registry, kind=kind)
+        assert registry.kind(aten.i0) == (kind or "custom")
+        by_hand, _ = attribute(lambda v: torch.special.i0(v).sum(1), x, registry=registry)
+        torch.testing.assert_close(by_hand, i0_attr, rtol=1e-14, atol=0)
+
+    registry = default_registry.copy()
+    deltalift.register_rule(aten.i0, linear, registry=registry)  # i0 is not affine: the check speaks
+    with pytest.warns(deltalift.ConvergenceWarning):
+        attribute(lambda v: torch.special.i0(v).sum(1), x, registry=registry)
+
+    registry = default_registry.copy()
+    deltalift.register_rule(aten.i0, bilinear, registry=registry)  # i0 has one argument
+    with pytest.raises(UnsupportedOperationError, match="product of its arguments 0 and 1"):
+        attribute(lambda v: torch.special.i0(v).sum(1), x, registry=registry)
+
+    registry = default_registry.copy()
+    deltalift.register_rule(aten.mul, bilinear_in(0, 1), registry=registry)  # the Shapley split
+    a, b = t([[1.0, 2.0]]), t([[3.0, -1.0]])
+    product, _ = attribute(lambda u, v: (u * v).sum(1), (a, b), (t([[0.0, 1.0]]), t([[1.0, 1.0]])), registry=registry)
+    torch.testing.assert_close(product[0], (a - t([[0.0, 1.0]])) * (b + 1.0) / 2, rtol=1e-14, atol=0)
+
+    with pytest.raises(TypeError, match="a rule must be an OpRule or a function"):
+        deltalift.register_rule(aten.i0, "rescale", registry=default_registry.copy())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown kind"):
+        deltalift.register_rule(aten.i0, rescale, registry=default_registry.copy(), kind="nonlinear")
