@@ -140,3 +140,19 @@ def test_reveal_cancel_through_batch_norm_with_negative_scale():
         folded.bias.copy_((model[0].bias - bn.running_mean) * scale + bn.bias)
     twin = nn.Sequential(folded, nn.ReLU(), model[3]).eval()
     torch.testing.assert_close(DeepLift(twin, rule="reveal_cancel").attribute(x, ref), attr, rtol=1e-10, atol=1e-12)
+
+
+def test_reveal_cancel_after_a_linear_on_token_sequences():
+    """F.linear on a (batch, tokens, features) input is captured as view -> addmm -> view: RevealCancel
+    still applies at the nonlinearity, and each token gets what it gets as a (batch, features) input."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1), nn.Flatten()).double().eval()
+    flat = torch.randn(3, 8, dtype=torch.float64)
+    tokens = torch.stack([flat, torch.zeros_like(flat)], 1)  # the second token equals the reference
+    on_flat = DeepLift(model, rule="reveal_cancel").attribute(flat, 0.0, target=0)
+    on_tokens, delta = DeepLift(model, rule="reveal_cancel").attribute(
+        tokens, 0.0, target=0, return_convergence_delta=True
+    )
+    torch.testing.assert_close(on_tokens[:, 0], on_flat, rtol=1e-12, atol=1e-14)
+    assert delta.abs().max() < 1e-12
+    assert (on_flat - DeepLift(model).attribute(flat, 0.0, target=0)).abs().max() > 1e-3  # not Rescale

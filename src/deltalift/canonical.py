@@ -182,10 +182,15 @@ def find_scale_factor(product: Node, is_layout: Callable[[Node], bool]) -> int |
     return None
 
 
+#: Reshapes that keep the elements' order, through which the pattern may pass (the nonlinearity
+#: then sees the weighted op's output in another shape).
+_RESHAPES = (aten.view.default, aten._unsafe_view.default, aten.reshape.default)
+
+
 def find_weighted_input(nonlinearity: Node, is_constant: Callable[[Any], bool]) -> WeightedInput | None:
-    """Walk back from ``nonlinearity``'s first argument through bias additions and an eval-mode
-    batch norm to a dense or convolution node whose weight is constant; ``None`` if the
-    pattern does not hold (Rescale then applies)."""
+    """Walk back from ``nonlinearity``'s first argument through bias additions, reshapes and an
+    eval-mode batch norm to a dense or convolution node whose weight is constant; ``None`` if
+    the pattern does not hold (Rescale then applies)."""
     node = nonlinearity.args[0] if nonlinearity.args else None
     batch_norm = None
     path: list[Node] = []
@@ -193,6 +198,8 @@ def find_weighted_input(nonlinearity: Node, is_constant: Callable[[Any], bool]) 
         path.append(node)
         target = node.target
         if target is aten.add.Tensor and len(node.args) == 2 and is_constant(node.args[1]):
+            node = node.args[0]
+        elif target in _RESHAPES and batch_norm is None:  # F.linear on 3-D inputs: view -> addmm -> view
             node = node.args[0]
         elif target is operator.getitem and node.args[1] == 0 and isinstance(node.args[0], Node):
             parent = node.args[0]

@@ -56,7 +56,9 @@ class _RevealCancel(torch.autograd.Function):
         dz_pos = positive(dx_pos) + negative(dx_neg)
         dz_neg = positive(dx_neg) + negative(dx_pos)
         y = f(z)
-        shape = torch.broadcast_shapes(y.shape, z0.shape)
+        ctx.shapes = (z.shape, dz_pos.shape)
+        z, z0 = z.reshape(dz_pos.shape), z0.reshape(dz_pos.shape)  # the weighted op's output shape
+        shape = dz_pos.shape
         z_pos, z_neg = z0 + dz_pos, z0 + dz_neg
         f_z0, f_pos, f_neg, f_both = f(z0), f(z_pos), f(z_neg), f(z0 + dz_pos + dz_neg)
         dy_pos = 0.5 * (f_pos - f_z0) + 0.5 * (f_both - f_neg)
@@ -71,6 +73,7 @@ class _RevealCancel(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         dx, m_pos, m_neg = ctx.saved_tensors
         positive, negative = ctx.signed
+        grad = grad.reshape(ctx.shapes[1])
         g_pos, g_neg = grad * m_pos, grad * m_neg
         rising = positive.transpose(g_pos, dx) + negative.transpose(g_neg, dx)  # W+^T (g m+) + W-^T (g m-)
         falling = negative.transpose(g_pos, dx) + positive.transpose(g_neg, dx)  # W-^T (g m+) + W+^T (g m-)
