@@ -11,7 +11,13 @@ from torch import nn
 
 from deltalift import DeepLiftShap
 from deltalift.cli import main
-from deltalift.genomics import deep_lift_shap, dinucleotide_shuffle, load_modisco_inputs, one_hot_encode
+from deltalift.genomics import (
+    deep_lift_shap,
+    dinucleotide_shuffle,
+    hypothetical_contributions,
+    load_modisco_inputs,
+    one_hot_encode,
+)
 
 DTYPE = torch.float64
 SEQUENCES = ["ACGTTGCAAGCTTACGGATCCATGCAGTAC", "TTGACCGTAGGCTAACGTTAGCCATGATCA", "GGGATACCCTAGATTACAGGCATTAGCATC"]
@@ -45,24 +51,39 @@ def data():
 def test_equals_deeplift_shap_on_the_same_references(data):
     model, X, refs = data
     ours, delta = deep_lift_shap(model, X, target=1, references=refs, return_convergence_delta=True)
-    torch.testing.assert_close(ours, DeepLiftShap(model).attribute(X, refs, target=1), rtol=0, atol=0)
+    explainer = DeepLiftShap(model)
+    hypothetical = explainer.attribute(X, refs, target=1, custom_attribution_func=hypothetical_contributions)
+    torch.testing.assert_close(ours, hypothetical * X, rtol=0, atol=0)
+    # per position, the same numbers as the contributions m * (x - x0) summed over the four channels
+    torch.testing.assert_close(ours.sum(1), explainer.attribute(X, refs, target=1).sum(1), rtol=1e-10, atol=1e-12)
     assert ours.shape == X.shape and delta.shape == (3 * 10,) and delta.abs().max() < 1e-12
 
 
 def test_default_references_are_seeded_dinucleotide_shuffles(data):
-    model, X, refs = data
-    seeded = deep_lift_shap(model, X, n_shuffles=10, random_state=0)
+    model, X, _ = data
+    seeded, refs = deep_lift_shap(model, X, n_shuffles=10, random_state=0, return_references=True)
+    assert refs.shape == (3, 10, 4, 30) and torch.equal(refs.sum(2), torch.ones(3, 10, 30, dtype=DTYPE))
     torch.testing.assert_close(seeded, deep_lift_shap(model, X, references=refs), rtol=0, atol=0)
+    torch.testing.assert_close(seeded, deep_lift_shap(model, X, n_shuffles=10, random_state=0), rtol=0, atol=0)
     assert not torch.equal(seeded, deep_lift_shap(model, X, n_shuffles=10, random_state=1))
-    by_callable = deep_lift_shap(model, X, references=lambda x: dinucleotide_shuffle(x, n=10, random_state=0))
-    torch.testing.assert_close(by_callable, seeded, rtol=0, atol=0)
+    # a function is called as tangermeme calls it: reference k of each sequence with n=1, seed random_state + k
+    by_callable = deep_lift_shap(
+        model,
+        X,
+        n_shuffles=10,
+        random_state=0,
+        references=lambda x, n, random_state: refs[:1, random_state : random_state + n],
+    )
+    torch.testing.assert_close(
+        by_callable, deep_lift_shap(model, X, references=refs[:1].expand(3, -1, -1, -1)), rtol=0, atol=0
+    )
 
 
 def test_hypothetical_times_one_hot_is_the_actual_contribution(data):
     model, X, refs = data
     actual = deep_lift_shap(model, X, references=refs)
     hypothetical = deep_lift_shap(model, X, references=refs, hypothetical=True)
-    torch.testing.assert_close((hypothetical * X).sum(1), actual.sum(1), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(hypothetical * X, actual, rtol=0, atol=0)
     assert not torch.allclose(hypothetical * (1 - X), torch.zeros_like(X))  # other bases get scores too
 
 
@@ -84,18 +105,17 @@ def test_matches_tangermeme_given_the_same_references(data):
         theirs_hyp = tangermeme.deep_lift_shap(
             model, X, target=1, references=refs, hypothetical=True, device="cpu", dtype=DTYPE
         )
-    # tangermeme projects actual contributions onto the observed base (hypothetical x one-hot);
-    # per position they are the same numbers as m * (x - x0) summed over the four channels
-    torch.testing.assert_close(ours_hyp * X, theirs.to(DTYPE), rtol=1e-8, atol=1e-10)
-    torch.testing.assert_close(ours.sum(1), theirs.to(DTYPE).sum(1), rtol=1e-8, atol=1e-10)
-    torch.testing.assert_close(ours_hyp, theirs_hyp.to(DTYPE), rtol=1e-8, atol=1e-10)
+    # both project the hypothetical contributions onto the observed base (hypothetical x one-hot)
+    torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(ours_hyp * X, theirs, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(ours_hyp, theirs_hyp, rtol=1e-9, atol=1e-12)
 
 
 def test_bad_shapes_are_refused(data):
     model, X, refs = data
-    with pytest.raises(ValueError, match=r"shape \(N, 4, L\)"):
-        deep_lift_shap(model, X[:, :3])
-    with pytest.raises(ValueError, match=r"references must have shape \(N, K, 4, L\) = \(3, K, 4, 30\)"):
+    with pytest.raises(ValueError, match=r"shape \(N, A, L\)"):
+        deep_lift_shap(model, X[0])
+    with pytest.raises(ValueError, match=r"references must have shape \(N, K, A, L\) = \(3, K, 4, 30\)"):
         deep_lift_shap(model, X, references=refs[:2])
 
 

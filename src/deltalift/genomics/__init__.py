@@ -8,7 +8,8 @@
 - :mod:`~deltalift.genomics.modisco`: ``.npz`` inputs for TF-MoDISco (tfmodisco-lite).
 - :mod:`~deltalift.genomics.logo`: sequence logos (needs ``pip install 'deltalift[plot]'``).
 
-- :mod:`~deltalift.genomics.attribute`: DeepLIFT-SHAP over dinucleotide shuffles, ``(N, 4, L)``.
+- :mod:`~deltalift.genomics.attribute`: DeepLIFT-SHAP over dinucleotide shuffles, ``(N, 4, L)``: a drop-in for
+  ``tangermeme.deep_lift_shap.deep_lift_shap`` (its signature, its results given the same references).
 
 A typical run (or ``deltalift genomics attribute --model m.pt --fasta peaks.fa --out DIR``)::
 
@@ -17,7 +18,7 @@ A typical run (or ``deltalift genomics attribute --model m.pt --fasta peaks.fa -
     save_modisco_inputs(X, hyp, "ohe.npz", "attr.npz")    # modisco motifs -s ohe.npz -a attr.npz -n 2000
 """
 
-from deltalift.genomics.attribute import deep_lift_shap
+from deltalift.genomics.attribute import AttributionReferences, ConvergenceThresholdWarning, deep_lift_shap
 from deltalift.genomics.hypothetical import hypothetical_contributions
 from deltalift.genomics.logo import plot_logo
 from deltalift.genomics.modisco import load_modisco_inputs, save_modisco_inputs
@@ -26,6 +27,8 @@ from deltalift.genomics.references import background_frequencies, dinucleotide_s
 from deltalift.genomics.shuffle import dinucleotide_shuffle, shuffle
 
 __all__ = [
+    "AttributionReferences",
+    "ConvergenceThresholdWarning",
     "background_frequencies",
     "deep_lift_shap",
     "decode_one_hot",
