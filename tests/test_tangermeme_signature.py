@@ -306,6 +306,21 @@ def test_print_convergence_deltas(data, capsys):
     assert printed.count("tensor(") == -(-N // max(1, 32 // K))  # one line per batch
 
 
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_one_target_per_sequence(data, as_tensor):
+    model, X, refs = data
+    targets = [0, 2, 1, 1, 0]
+    per_sequence = deep_lift_shap(
+        model, X, target=torch.tensor(targets) if as_tensor else targets, batch_size=K, references=refs
+    )
+    for i, t in enumerate(targets):
+        torch.testing.assert_close(
+            per_sequence[i], deep_lift_shap(model, X, target=t, references=refs)[i], rtol=1e-12, atol=1e-15
+        )
+    with pytest.raises(ValueError, match="one per sequence"):
+        deep_lift_shap(model, X, target=targets[:2], references=refs)
+
+
 def test_references_and_deltas_together(data):
     model, X, refs = data
     attributions, references, deltas = deep_lift_shap(

@@ -112,8 +112,9 @@ def deep_lift_shap(
         Values that are not tensors are passed as they are.
     target:
         The output explained: an int (the column of ``model(X)``, tangermeme's ``[:, target]``),
-        one int per sequence (a list or 1-D tensor), ``None`` for a model with a single output, or
-        a callable of the output returning one value per example (captured with the model).
+        one target per sequence (a list or a tensor), ``None`` for a model with a single output, or
+        any other target :class:`~deltalift.DeepLiftShap` takes (a callable of the output returning
+        one value per example, captured with the model).
     batch_size:
         (sequence, reference) pairs evaluated at once (tangermeme's meaning; default 32). The
         result does not depend on it beyond rounding.
@@ -329,21 +330,24 @@ def _check_args(args: Any, n_sequences: int) -> tuple[Any, ...]:
     return values
 
 
+def _per_sequence(target: Any) -> bool:
+    """Whether ``target`` gives one target per sequence (a list, or a tensor of several entries);
+    anything else (an int, a tuple indexing the output, a callable) is one target for all."""
+    return isinstance(target, list) or (isinstance(target, Tensor) and target.ndim >= 1 and target.numel() != 1)
+
+
 def _check_target(target: Any, n_sequences: int) -> Any:
-    if isinstance(target, list | tuple) or (isinstance(target, Tensor) and target.ndim == 1):
-        index = torch.as_tensor(target)
-        if index.shape != (n_sequences,):
-            raise ValueError(
-                f"target has shape {tuple(index.shape)}; give one int, or one per sequence ({n_sequences})"
-            )
-        return index
+    if _per_sequence(target) and len(target) != n_sequences:
+        raise ValueError(f"target has {len(target)} entries; give one target, or one per sequence ({n_sequences})")
     return target
 
 
 def _rows(value: Any, index: Tensor, device: torch.device) -> Any:
-    """A per-sequence target's entries for the sequences ``index``; any other value as it is."""
-    if isinstance(value, Tensor) and value.ndim == 1:
-        return value[index].to(device)
+    """A per-sequence target's entries for the sequences ``index``; any other target as it is."""
+    if isinstance(value, list):
+        return [value[i] for i in index.tolist()]
+    if _per_sequence(value):
+        return value[index.to(value.device)].to(device)
     return value
 
 
