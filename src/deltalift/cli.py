@@ -217,6 +217,7 @@ def _run_genomics_attribute(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         hypothetical=True,
         random_state=args.seed,
+        device=args.device,
         rule=args.rule,
         return_convergence_delta=True,
         show_progress=not args.no_progress,
