@@ -1,6 +1,6 @@
 """Wiring multipliers into autograd: one function for every rule that gives them explicitly.
 
-DeepLIFT's multipliers play the role of gradients (Shrikumar et al. 2017, section 3.3): the
+DeepLIFT's multipliers play the role of gradients (Shrikumar et al. 2017, section 3.2): the
 chain rule ``m(dx_i, dz) = sum_j m(dx_i, dy_j) m(dy_j, dz)`` is what backpropagation computes
 when each op's backward multiplies the incoming gradient by the op's multiplier.  A rule that
 knows its multipliers ``m_k`` (Rescale, the Shapley split of products, ...) returns
