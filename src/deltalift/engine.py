@@ -3,7 +3,7 @@
 Every value that depends on the explained inputs is a :class:`~deltalift.rules.Pair`
 ``(x, ref)``; the reference side is computed without autograd (at batch size one when the
 reference is shared by the batch), the input side with autograd, and each op's rule wires the
-input side so that backward returns DeepLIFT multipliers (Shrikumar et al. 2017, section 3.3:
+input side so that backward returns DeepLIFT multipliers (Shrikumar et al. 2017, section 3.2:
 multipliers compose by the chain rule, as gradients do).  Values are dropped as soon as their
 last consumer has run.  Ops that touch no Pair (weight transposes, constant masks) are
 evaluated once, without a rule.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -31,9 +32,10 @@ from deltalift.batching import BatchLayout, evaluate_weighted
 from deltalift.capture import CapturedProgram, capture, layer_in, state_value, with_target
 from deltalift.convergence import check_summation
 from deltalift.errors import MissingRuleError, UnsupportedOperationError
-from deltalift.inputs import as_tuple, check_baselines, check_inputs, check_model, select_target
-from deltalift.layers import LayerType, capture_with_layer
+from deltalift.inputs import as_tuple, check_baselines, check_grad_kwargs, check_inputs, check_model, select_target
+from deltalift.layers import LayerType, LayerUnused, capture_with_layers, eager_layer_values
 from deltalift.plan import Plan, check_rule_choice, make_plan
+from deltalift.rules.linear import evaluate_both
 from deltalift.rules.product import scale_product
 from deltalift.rules.registry import Pair, RuleContext, RuleRegistry, default_registry
 from deltalift.rules.reveal_cancel import reveal_cancel
@@ -188,8 +190,10 @@ class DeepLiftOptions:
 @dataclass
 class DeepLiftResult:
     """One DeepLIFT call: what was attributed to (``points``: the explained inputs, or the
-    layer's activation, as Pairs), their multipliers and contributions, and the per-example
-    convergence delta ``sum_i C_i - (t(x) - t(x0))``."""
+    layer's activations, as Pairs), their multipliers and contributions, the per-example
+    convergence delta ``sum_i C_i - (t(x) - t(x0))``, and whether the attributions are returned
+    as a tuple (``given_tuple``: the inputs were given as one, or, at a layer, it has several
+    activation tensors, as Captum's layer methods return them)."""
 
     points: list[Pair]
     multipliers: tuple[Tensor, ...]
@@ -228,60 +232,177 @@ def deeplift(
     layer_input: bool = False,
     neuron: Callable[[Tensor], Tensor] | None = None,
     groups: int = 1,
+    grad_kwargs: Mapping[str, Any] | None = None,
 ) -> DeepLiftResult:
     """DeepLIFT for ``target`` of ``model(*inputs, *additional_forward_args)`` against ``baselines``.
 
     Without ``layer``: contributions of the inputs.  With ``layer`` (a module, module path or
-    graph node name; its input with ``layer_input``): contributions of the layer's activation,
-    or with ``neuron`` (activation -> one value per example), the inputs' contributions to
-    that neuron.  ``groups``: the inputs are repeated that many times in a row, once per
-    reference (DeepLIFT-SHAP's pairs), which lets weighted ops run once per group.
+    graph node name; its input with ``layer_input``): contributions of the layer's activation
+    (one tensor per activation of a module that returns, or takes, several), or with ``neuron``
+    (activation -> one value per example), the inputs' contributions to that neuron.
+    ``groups``: the inputs are repeated that many times in a row, once per reference
+    (DeepLIFT-SHAP's pairs), which lets weighted ops run once per group.  ``grad_kwargs``:
+    Captum's options of the gradient call (:func:`deltalift.inputs.check_grad_kwargs`).
+
+    At a layer, integer inputs (token ids) are accepted: they travel as Pairs without autograd,
+    and the ops that depend on them alone (the embedding lookup, masks computed from the ids)
+    are evaluated for the input and the reference without a rule, since nothing is
+    differentiated through them; the multipliers are taken at the layer's activation.
     """
-    tensors, given_tuple = check_inputs(inputs)
+    at_layer = layer is not None and neuron is None
+    tensors, given_tuple = check_inputs(inputs, allow_integer=at_layer)
+    grad_options = check_grad_kwargs(grad_kwargs)
     extra = as_tuple(additional_forward_args)
     module = with_target(model, target)
     check_model(module, tensors)
     references, shared = check_baselines(baselines, tensors)
     batch = tensors[0].shape[0]
+    nodes: list[torch.fx.Node] = []
     if layer is None:
-        program, node = capture(module, tensors + extra, batch), None
+        program = capture(module, tensors + extra, batch)
     else:
-        program, node = capture_with_layer(
-            module, tensors + extra, batch, layer_in(module, layer), len(tensors), layer_input
-        )
+        try:
+            program, nodes = capture_with_layers(
+                module, tensors + extra, batch, layer_in(module, layer), len(tensors), layer_input
+            )
+        except LayerUnused as unused:
+            if not (at_layer and grad_options.get("materialize_grads")):
+                raise ValueError(
+                    f"{unused}: its attributions are zero. Pass grad_kwargs={{'materialize_grads': True}} to get "
+                    "the zeros (as Captum), or choose a layer that the output depends on"
+                ) from unused
+            return _unused_layer(module, tensors, references, extra, target, options, unused.path, layer_input)
+        if neuron is not None and len(nodes) != 1:
+            raise ValueError(
+                f"the layer has {len(nodes)} activation tensors ({', '.join(n.name for n in nodes)}); a neuron is "
+                "chosen in one: pass one by graph node name"
+            )
     if shared and (not program.batch_dynamic or _has_batched_tensor(extra, batch)):
         references = tuple(r.expand_as(x) for r, x in zip(references, tensors))
-    pairs = [Pair(x.detach().requires_grad_(True), r.detach()) for x, r in zip(tensors, references)]
-    ctx = RuleContext(eps=options.eps, maxpool_mode=options.maxpool_mode, registry=options.registry)
+    pairs = [Pair(_explained_leaf(x), r.detach()) for x, r in zip(tensors, references)]
+    ctx = _context(options, program, tensors, nodes)
     plan = make_plan(program, len(tensors), options.rule, dict(options.rule_overrides), options.registry)
-    recorded: list[Pair] = []
-    tap = until = None
-    if node is not None:
-        if neuron is not None:
-            until = node
-        else:
-            tap = (node, lambda value: _record_layer(value, recorded))
+    layout = BatchLayout(batch, groups)
+    points: list[Pair] = []
+    grads: list[Tensor | None] = []
+    t = t0 = None
     with torch.enable_grad():
-        output = run_graph(
-            program, module, list(pairs) + list(extra), ctx, plan, BatchLayout(batch, groups), tap, until
-        )
-        if neuron is not None:
-            t, t0 = _neuron_values(output, neuron)
-        else:
+        if not at_layer:  # the inputs' contributions, to the target or to a neuron of the layer
+            until = nodes[0] if nodes else None
+            output = run_graph(program, module, list(pairs) + list(extra), ctx, plan, layout, None, until)
+            if neuron is not None:
+                t, t0 = _neuron_values(output, neuron)
+            else:
+                t, t0 = _target_values(_single_output(output), target, batch, options.softmax_adjustment)
+            points = pairs
+            grads = list(torch.autograd.grad(t.sum(), [p.x for p in points], **grad_options))
+        for node in nodes if at_layer else ():  # one walk per activation tensor of the layer
+            recorded: list[Pair] = []
+            tap = (node, partial(_record_layer, recorded=recorded))
+            output = run_graph(program, module, list(pairs) + list(extra), ctx, plan, layout, tap)
             t, t0 = _target_values(_single_output(output), target, batch, options.softmax_adjustment)
-        points = recorded or pairs
-        grads = torch.autograd.grad(t.sum(), [p.x for p in points], allow_unused=True)
+            if not recorded:
+                raise ValueError(f"the layer's activation {node.name} was not reached")
+            points.append(recorded[0])
+            grads.extend(torch.autograd.grad(t.sum(), [recorded[0].x], **grad_options))
+    assert t is not None and t0 is not None
     multipliers = tuple(torch.zeros_like(p.x) if g is None else g.detach() for g, p in zip(grads, points))
     contributions = tuple(m * (p.x.detach() - p.ref) for m, p in zip(multipliers, points))
     t, t0 = t.detach(), t0.detach()
-    delta = check_summation(contributions, t, t0, options.tolerance, options.strict, warn=not recorded)
-    return DeepLiftResult(points, multipliers, contributions, delta, given_tuple)
+    delta = check_summation(contributions, t, t0, options.tolerance, options.strict, warn=not at_layer)
+    return DeepLiftResult(points, multipliers, contributions, delta, len(points) > 1 if at_layer else given_tuple)
+
+
+def _explained_leaf(x: Tensor) -> Tensor:
+    """An explained input's side of its Pair: a leaf with autograd, or (integer inputs, at a
+    layer) the values alone."""
+    return x.detach().requires_grad_(True) if x.is_floating_point() else x.detach()
+
+
+@dataclass
+class _IntegerInputsContext(RuleContext):
+    """A rule context in which the ops that depend on integer explained inputs alone are
+    evaluated for the input and the reference without their rule: nothing is differentiated
+    through them (the multipliers are taken at a layer further on), so no rule is needed, and
+    the Linear rule's check of indices that differ between the sides (an embedding lookup of
+    the ids) does not apply."""
+
+    plain: frozenset[torch.fx.Node] = frozenset()
+
+    def call(self, op: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.node in self.plain:
+            with torch.no_grad():
+                return evaluate_both(op, args, kwargs)
+        return super().call(op, *args, **kwargs)
+
+
+def _context(
+    options: DeepLiftOptions, program: CapturedProgram, tensors: tuple[Tensor, ...], layer_nodes: list[torch.fx.Node]
+) -> RuleContext:
+    if all(x.is_floating_point() for x in tensors):
+        return RuleContext(eps=options.eps, maxpool_mode=options.maxpool_mode, registry=options.registry)
+    plain = _integer_only(program, tensors, layer_nodes)
+    return _IntegerInputsContext(
+        eps=options.eps, maxpool_mode=options.maxpool_mode, registry=options.registry, plain=plain
+    )
+
+
+def _integer_only(
+    program: CapturedProgram, tensors: tuple[Tensor, ...], layer_nodes: list[torch.fx.Node]
+) -> frozenset[torch.fx.Node]:
+    """The ops that depend on the integer explained inputs and on nothing that is differentiated:
+    neither on a floating explained input nor on the layer's activations (the layer's own
+    output node is one of them when it is computed from the ids alone)."""
+    placeholders = [n for n in program.graph.nodes if n.op == "placeholder"]
+    integer: set[torch.fx.Node] = set()
+    differentiated: set[torch.fx.Node] = set(layer_nodes)
+    for node, (kind, key) in zip(placeholders, program.placeholders):
+        if kind == "input" and key < len(tensors):
+            (differentiated if tensors[key].is_floating_point() else integer).add(node)
+    found: set[torch.fx.Node] = set()
+    for node in program.graph.nodes:
+        if node.op != "call_function":
+            continue
+        args = node.all_input_nodes
+        if any(a in differentiated for a in args):
+            differentiated.add(node)
+        elif any(a in integer for a in args):
+            integer.add(node)
+            found.add(node)
+    return frozenset(found)
+
+
+def _unused_layer(
+    module: nn.Module,
+    tensors: tuple[Tensor, ...],
+    references: tuple[Tensor, ...],
+    extra: tuple[Any, ...],
+    target: Any,
+    options: DeepLiftOptions,
+    path: str,
+    layer_input: bool,
+) -> DeepLiftResult:
+    """A layer the output does not depend on, with ``materialize_grads``: zero multipliers and
+    contributions for its activations (read by running the model), as Captum."""
+    refs = tuple(r.expand_as(x) for r, x in zip(references, tensors))
+    activations, out_x = eager_layer_values(module, path, tensors + extra, layer_input)
+    ref_activations, out_ref = eager_layer_values(module, path, refs + extra, layer_input)
+    points = [Pair(a, r) for a, r in zip(activations, ref_activations)]
+    zeros = tuple(torch.zeros_like(a) for a in activations)
+    t, t0 = _target_values(Pair(out_x, out_ref), target, tensors[0].shape[0], options.softmax_adjustment)
+    delta = check_summation(zeros, t, t0, warn=False)
+    return DeepLiftResult(points, zeros, zeros, delta, len(points) > 1)
 
 
 def _record_layer(value: Any, recorded: list[Pair]) -> Pair:
     """A tapped layer's activation, its input side made a fresh leaf (gradients stop there)."""
-    if not isinstance(value, Pair) or not isinstance(value.x, Tensor) or not value.x.is_floating_point():
-        raise ValueError("the chosen layer's activation is not one floating tensor that depends on the inputs")
+    if not isinstance(value, Pair) or not isinstance(value.x, Tensor):
+        raise ValueError("the chosen layer's activation is not one tensor that depends on the inputs")
+    if not value.x.is_floating_point():
+        raise ValueError(
+            f"the chosen layer's activation has dtype {value.x.dtype}; attributions are taken at a floating-point "
+            "activation (for token ids, the embedding layer's output rather than its input)"
+        )
     leaf = Pair(value.x.detach().requires_grad_(True), value.ref)
     recorded.append(leaf)
     return leaf

@@ -2,7 +2,8 @@
 
 A module's *call site* is one entry of ``torch.export``'s ``nn_module_stack`` metadata (a module
 used twice has two call sites, the second suffixed ``@1``).  Its output is the value that leaves
-the call site; its input, the one activation that enters it.
+the call site (several for a module that returns a tuple); its input, the activation that enters
+it (several for a module that takes several).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any, Union
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_flatten
 
 from deltalift.capture import CapturedProgram, capture
 from deltalift.plan import input_dependent
@@ -26,6 +28,15 @@ class LayerRunsNoOperation(ValueError):
         self.path = path
 
 
+class LayerUnused(ValueError):
+    """A module whose output the model never uses: ``torch.export`` removed its operations, so
+    the target does not depend on it and its gradient is zero (Captum's ``materialize_grads``)."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 def capture_with_layer(
     model: nn.Module,
     args: tuple[Any, ...],
@@ -34,27 +45,105 @@ def capture_with_layer(
     n_explained: int,
     use_input: bool = False,
 ) -> tuple[CapturedProgram, torch.fx.Node]:
-    """The captured model and the node of ``layer``'s output (or input).
+    """The captured model and the node of ``layer``'s output (or input), for methods that read
+    one activation tensor (a module returning several, or taking several, is refused).
 
     A module that runs no operation (an eval-mode dropout, ``nn.Identity``) is found by capturing
     once more with its output recorded (:func:`deltalift.capture.capture`'s ``mark``)."""
+    program, nodes = capture_with_layers(model, args, batch_size, layer, n_explained, use_input)
+    if len(nodes) != 1:
+        kind = "inputs" if use_input else "outputs"
+        names = ", ".join(n.name for n in nodes)
+        raise ValueError(
+            f"layer {_name(model, layer)} has {len(nodes)} {kind} that depend on the explained input ({names}); "
+            "this method reads one activation tensor: pass one by graph node name"
+        )
+    return program, nodes[0]
+
+
+def capture_with_layers(
+    model: nn.Module,
+    args: tuple[Any, ...],
+    batch_size: int,
+    layer: LayerType,
+    n_explained: int,
+    use_input: bool = False,
+) -> tuple[CapturedProgram, list[torch.fx.Node]]:
+    """The captured model and the nodes of ``layer``'s output tensors (or input tensors): one for
+    most layers, several for a module that returns a tuple (in the order it returns them) or
+    that takes several activations (in the order it first uses them), as Captum's layer methods
+    read them.
+
+    A module that runs no operation (an eval-mode dropout, ``nn.Identity``), or that returns or
+    takes several tensors, is captured once more with its activations recorded
+    (:func:`capture_marked`), which also fixes their order.  A module whose output the model
+    does not use raises :class:`LayerUnused` (a ``ValueError`` for its input, which the graph
+    holds but no longer ties to the module)."""
     program = capture(model, args, batch_size)
     try:
-        return program, find_layer(program, model, layer, n_explained, use_input)
+        nodes = find_layers(program, model, layer, n_explained, use_input)
     except LayerRunsNoOperation as missing:
-        program = capture(model, args, batch_size, mark=missing.path)
-        return program, find_layer(program, model, layer, n_explained, use_input)
+        program = capture_marked(model, args, batch_size, missing.path)
+        try:
+            return program, find_layers(program, model, layer, n_explained, use_input)
+        except LayerRunsNoOperation as still:
+            if use_input:
+                raise ValueError(
+                    f"layer {missing.path} is not used by the model's output (torch.export removed its operations), "
+                    "so the activation entering it cannot be found through it; pick that activation by graph node "
+                    "name"
+                ) from still
+            raise LayerUnused(
+                f"layer {missing.path} is not used by the model's output (torch.export removed its operations), "
+                "so the target does not depend on it",
+                missing.path,
+            ) from still
+    path = _module_path(model, layer)
+    if len(nodes) > 1 and path is not None:
+        program = capture_marked(model, args, batch_size, path)
+        nodes = find_layers(program, model, layer, n_explained, use_input)
+    return program, nodes
+
+
+def capture_marked(model: nn.Module, args: tuple[Any, ...], batch_size: int, path: str) -> CapturedProgram:
+    """``model(*args)`` captured with the activations of the submodule at ``path`` recorded inside
+    its call: its outputs by :func:`deltalift.capture.capture`'s ``mark``, its floating
+    positional inputs by a forward pre-hook installed here (``input * 1``).  The graph then
+    holds a module's outputs in the order it returns them, and first uses its inputs in the
+    order it takes them (Captum's order), even where its code computes or reads them in another
+    order; a module that runs no operation of its own has nodes to read.  Every capture with a
+    mark is made here, so the cached program is the same whichever caller captured it first.
+    """
+
+    def record(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(v * 1 if isinstance(v, torch.Tensor) and v.is_floating_point() else v for v in inputs)
+
+    handle = model.get_submodule(path).register_forward_pre_hook(record)
+    try:
+        return capture(model, args, batch_size, mark=path)
+    finally:
+        handle.remove()
 
 
 def find_layer(
     program: CapturedProgram, model: nn.Module, layer: LayerType, n_explained: int, use_input: bool = False
 ) -> torch.fx.Node:
-    """The graph node holding ``layer``'s output (or input) activation.
+    """The graph node holding ``layer``'s output (or input) activation, which must be one tensor.
 
     ``layer`` is a module of ``model``, a module path (``"features.3"``) or a graph node name
     (``"relu_2"``, as in the errors and in ``torch.export``'s printout; ``"node:relu"`` where a
     module has the same name).
     """
+    nodes = find_layers(program, model, layer, n_explained, use_input)
+    kind = "inputs" if use_input else "outputs"
+    return _single(nodes, f"layer {_name(model, layer)}", kind)
+
+
+def find_layers(
+    program: CapturedProgram, model: nn.Module, layer: LayerType, n_explained: int, use_input: bool = False
+) -> list[torch.fx.Node]:
+    """The graph nodes holding ``layer``'s output (or input) activations, as :func:`find_layer`;
+    several for a module that returns (or takes) several tensors."""
     dependent = input_dependent(program, n_explained)
     nodes = {node.name: node for node in program.graph.nodes}
     if isinstance(layer, str):
@@ -67,7 +156,7 @@ def find_layer(
             )
         if name in nodes and (layer.startswith("node:") or not is_module):
             node = nodes[name]
-            return _single(_entering([node], dependent), f"graph node {name}", "inputs") if use_input else node
+            return [_single(_entering([node], dependent), f"graph node {name}", "inputs")] if use_input else [node]
         if layer.startswith("node:"):
             raise ValueError(f"the captured graph has no node named {name!r}")
     paths = _paths(model, layer)
@@ -87,9 +176,25 @@ def find_layer(
             f"(its output nodes: {', '.join(_leaving(s)[-1].name for s in sites.values() if _leaving(s))})"
         )
     (members,) = sites.values()
-    if use_input:
-        return _single(_entering(members, dependent), f"module {name}", "inputs")
-    return _single(_leaving(members), f"module {name}", "outputs")
+    found = _entering(members, dependent) if use_input else _leaving(members)
+    if not found:
+        kind = "inputs" if use_input else "outputs"
+        raise ValueError(f"module {name} has no {kind} that depend on the explained input")
+    return found
+
+
+def _module_path(model: nn.Module, layer: LayerType) -> str | None:
+    """The module path of a module layer (``None`` for a graph node name)."""
+    if isinstance(layer, str):
+        return layer if layer in dict(model.named_modules()) and not layer.startswith("node:") else None
+    paths = [name for name, module in model.named_modules(remove_duplicate=False) if module is layer]
+    return paths[0] if paths else None
+
+
+def _name(model: nn.Module, layer: LayerType) -> str:
+    if isinstance(layer, str):
+        return layer.removeprefix("node:")
+    return _module_path(model, layer) or type(layer).__name__
 
 
 def _paths(model: nn.Module, layer: LayerType) -> list[str]:
@@ -131,3 +236,27 @@ def _single(candidates: list[torch.fx.Node], what: str, kind: str) -> torch.fx.N
             f"{what} has {len(candidates)} {kind} that depend on the explained input ({names}); pass one by graph node name"
         )
     return candidates[0]
+
+
+def eager_layer_values(
+    model: nn.Module, path: str, args: tuple[Any, ...], use_input: bool = False
+) -> tuple[tuple[torch.Tensor, ...], Any]:
+    """The tensors that the submodule at ``path`` returns (or receives) when ``model(*args)`` runs
+    as it is, without gradients, and the model's output: for a layer that the captured graph
+    lacks because the output does not use it."""
+    seen: list[Any] = []
+
+    def record(module: nn.Module, inputs: Any, output: Any) -> None:
+        if not seen:
+            seen.append(inputs if use_input else output)
+
+    handle = model.get_submodule(path).register_forward_hook(record)
+    try:
+        with torch.no_grad():
+            output = model(*args)
+    finally:
+        handle.remove()
+    if not seen:
+        raise ValueError(f"layer {path} does not run when the model runs on these inputs")
+    leaves, _ = tree_flatten(seen[0])
+    return tuple(v.detach() for v in leaves if isinstance(v, torch.Tensor)), output

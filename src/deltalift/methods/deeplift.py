@@ -157,6 +157,7 @@ class DeepLift(AttributionMethod):
         layer_input: bool = False,
         neuron: Callable[[Tensor], Tensor] | None = None,
         groups: int = 1,
+        grad_kwargs: dict[str, Any] | None = None,
     ) -> DeepLiftResult:
         """The engine's DeepLIFT call with this object's options."""
         return deeplift(
@@ -170,4 +171,5 @@ class DeepLift(AttributionMethod):
             layer_input=layer_input,
             neuron=neuron,
             groups=groups,
+            grad_kwargs=grad_kwargs,
         )

@@ -15,6 +15,7 @@ dense layers) once per example rather than once per pair.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, Union
 
@@ -71,10 +72,11 @@ class DeepLiftShap(DeepLift):
 
         ``baselines``: per input, a tensor of ``K`` references ``(K, ...)`` shared by every
         example, or ``(batch, K, ...)`` with references per example (e.g. shuffles of each
-        sequence), or a callable that returns either when called with ``inputs`` as given.
+        sequence), or a callable that returns either: called with ``inputs`` as given when it
+        takes an argument, with none when it takes none (as Captum's).
         """
-        tensors, given_tuple = check_inputs(inputs)
-        references = _reference_sets(baselines(inputs) if callable(baselines) else baselines, tensors)
+        tensors, given_tuple = check_inputs(inputs, allow_integer=True)  # the engine checks the dtypes
+        references = _reference_sets(call_baselines(baselines, inputs), tensors)
         n_inputs, n_refs = tensors[0].shape[0], references[0].shape[1]
         targets = _per_example_targets(target, n_inputs)
         extra = as_tuple(additional_forward_args)
@@ -83,10 +85,17 @@ class DeepLiftShap(DeepLift):
         for examples, refs in self._batches(n_inputs, n_refs):
             rows = tuple(x[examples.to(x.device)].repeat_interleave(len(refs), 0) for x in tensors)
             ref_rows = tuple(r[examples.to(r.device)][:, refs.to(r.device)].flatten(0, 1) for r in references)
-            row_target = _rows_of(targets, examples, len(refs))
+            row_target = _target_rows(targets, examples, len(refs))
             row_extra = tuple(_rows_of(a, examples, len(refs)) for a in extra)
-            run = self._run(rows, ref_rows, row_target, row_extra, groups=len(refs))
+            run = self._run(
+                rows if given_tuple else rows[0],  # the inputs' form, which the result keeps
+                ref_rows if given_tuple else ref_rows[0],
+                row_target,
+                row_extra,
+                groups=len(refs),
+            )
             result, delta = run.attributions(self.multiplies_by_inputs, custom_attribution_func), run.delta
+            as_tuple_out = run.given_tuple  # the inputs' form, or at a layer whether it has several tensors
             per_example = [r.unflatten(0, (len(examples), len(refs))).sum(1) for r in result]
             if sums is None:
                 sums = [torch.zeros((n_inputs,) + p.shape[1:], dtype=p.dtype, device=p.device) for p in per_example]
@@ -96,7 +105,7 @@ class DeepLiftShap(DeepLift):
         assert sums is not None
         means = tuple(total / n_refs for total in sums)
         delta_rows = _ordered_deltas(deltas)
-        out = means if given_tuple else means[0]
+        out = means if as_tuple_out else means[0]
         return (out, delta_rows) if return_convergence_delta else out
 
     def _batches(self, n_inputs: int, n_refs: int) -> Any:
@@ -119,6 +128,19 @@ class DeepLiftShap(DeepLift):
 
             return tqdm(chunks, desc="DeepLIFT-SHAP", unit="batch")
         return chunks
+
+
+def call_baselines(baselines: Any, inputs: Any) -> Any:
+    """A callable baseline's references: ``baselines(inputs)`` when it takes an argument (the
+    first is the inputs, as given), ``baselines()`` when it takes none (Captum's
+    ``_format_callable_baseline``); anything else as it is."""
+    if not callable(baselines) or isinstance(baselines, Tensor):
+        return baselines
+    try:
+        parameters = inspect.signature(baselines).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: give it the inputs
+        return baselines(inputs)
+    return baselines() if len(parameters) == 0 else baselines(inputs)
 
 
 def _reference_sets(baselines: Any, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -149,12 +171,27 @@ def _reference_sets(baselines: Any, inputs: tuple[Tensor, ...]) -> tuple[Tensor,
 
 
 def _per_example_targets(target: Any, n_inputs: int) -> Any:
-    if isinstance(target, (list, tuple)) or (isinstance(target, Tensor) and target.ndim == 1):
+    """A per-example target as a ``(batch,)`` tensor or a list of tuples; one target for all
+    (an int, a tuple indexing the output, a one-element tensor, a callable) as it is."""
+    if isinstance(target, list) and target and all(isinstance(t, tuple) for t in target):
+        if len(target) != n_inputs:
+            raise ValueError(f"target has {len(target)} tuples; give one per example ({n_inputs})")
+        return list(target)
+    if isinstance(target, Tensor) and target.numel() == 1:
+        return target.reshape(())  # one target for all, as Captum reads a one-element tensor
+    if isinstance(target, list) or (isinstance(target, Tensor) and target.ndim >= 1):
         index = torch.as_tensor(target)
         if index.shape != (n_inputs,):
             raise ValueError(f"target has shape {tuple(index.shape)}; give one int, or one per example ({n_inputs})")
         return index
     return target
+
+
+def _target_rows(targets: Any, examples: Tensor, repeats: int) -> Any:
+    """The per-example targets of the pairs of ``examples`` (each repeated); one for all as it is."""
+    if isinstance(targets, list):
+        return [targets[i] for i in examples.tolist() for _ in range(repeats)]
+    return _rows_of(targets, examples, repeats)
 
 
 def _rows_of(value: Any, examples: Tensor, repeats: int) -> Any:

@@ -70,12 +70,13 @@ def grad_cam(activation: Tensor, gradient: Tensor, attr_dim_summation: bool = Tr
 
     ``sum_c mean_spatial(G_c) * A_c`` over dimension 1 (kept, of size 1), or per channel with
     ``attr_dim_summation=False``; ``relu`` applies a final ReLU.  A layer without spatial
-    dimensions (``ndim <= 2``) uses ``G`` itself as the weights, as Captum.
+    dimensions (``ndim <= 2``) uses ``G`` itself as the weights, as Captum; a ``(batch,)``
+    layer has no channels to sum, and gives ``G * A`` (where Captum fails).
     """
     spatial = tuple(range(2, gradient.ndim))
     weights = gradient.mean(dim=spatial, keepdim=True) if spatial else gradient
     scaled = weights * activation
-    if attr_dim_summation:
+    if attr_dim_summation and scaled.ndim > 1:
         scaled = scaled.sum(dim=1, keepdim=True)
     return torch.relu(scaled) if relu else scaled
 
@@ -110,6 +111,10 @@ class LayerGradCam(AttributionMethod):
         Captum's DataParallel argument; must be ``None``.
     """
 
+    #: Grad-CAM weighs activations by pooled gradients; it is not multiplied by ``inputs -
+    #: baselines`` (Captum's ``multiplies_by_inputs`` is ``False``).
+    multiplies_by_inputs_default = False
+
     def __init__(self, forward_func: Model, layer: LayerType, device_ids: Any = None) -> None:
         _no_device_ids(device_ids)
         _check_layer(layer)
@@ -135,23 +140,29 @@ class LayerGradCam(AttributionMethod):
         attribute_to_layer_input: bool = False,
         relu_attributions: bool = False,
         attr_dim_summation: bool = True,
-    ) -> Tensor:
+        grad_kwargs: dict[str, Any] | None = None,
+    ) -> Any:
         """Grad-CAM of ``target`` at the layer's output (or input) activation.
 
         Parameters
         ----------
         inputs, target, additional_forward_args:
-            As :meth:`Saliency.attribute <deltalift.methods.gradients.Saliency.attribute>`.
+            As :meth:`Saliency.attribute <deltalift.methods.gradients.Saliency.attribute>`;
+            integer inputs (token ids) are accepted when the layer's activation is floating point.
         attribute_to_layer_input:
             Use the activation entering the layer instead of the one leaving it.
         relu_attributions:
             Apply the final ReLU of the paper's eq. 2 (off by default, as in Captum).
         attr_dim_summation:
             Sum over channels (dimension 1, kept with size 1); ``False`` returns per-channel maps.
+        grad_kwargs:
+            Captum's options of the gradient call (:func:`deltalift.inputs.check_grad_kwargs`);
+            ``{"materialize_grads": True}`` gives zeros for a layer the output does not use.
 
         Returns
         -------
-        A tensor of the activation's shape, with dimension 1 of size 1 when summed.
+        A tensor of the activation's shape, with dimension 1 of size 1 when summed; a tuple of
+        them for a module that returns (or takes) several tensors, as Captum's.
         """
         result = captured_gradients(
             self.forward_func,
@@ -160,9 +171,12 @@ class LayerGradCam(AttributionMethod):
             additional_forward_args,
             layer=self.layer,
             layer_input=attribute_to_layer_input,
+            grad_kwargs=grad_kwargs,
         )
-        assert result.layer is not None and result.layer_gradient is not None
-        return grad_cam(result.layer, result.layer_gradient, attr_dim_summation, relu_attributions)
+        cams = tuple(
+            grad_cam(a, g, attr_dim_summation, relu_attributions) for a, g in zip(result.layers, result.layer_gradients)
+        )
+        return cams[0] if len(cams) == 1 else cams
 
 
 class GuidedGradCam(AttributionMethod):
@@ -179,6 +193,9 @@ class GuidedGradCam(AttributionMethod):
     device_ids:
         Captum's DataParallel argument; must be ``None``.
     """
+
+    #: Not multiplied by ``inputs - baselines`` (Captum's ``multiplies_by_inputs`` is ``False``).
+    multiplies_by_inputs_default = False
 
     def __init__(self, model: Model, layer: LayerType, device_ids: Any = None) -> None:
         self.grad_cam = LayerGradCam(model, layer, device_ids)
@@ -218,6 +235,11 @@ class GuidedGradCam(AttributionMethod):
             attribute_to_layer_input=attribute_to_layer_input,
             relu_attributions=True,
         )
+        if isinstance(cam, tuple):
+            raise ValueError(
+                f"the Grad-CAM layer has {len(cam)} activation tensors; Guided Grad-CAM upsamples one map: "
+                "pass one of them by graph node name"
+            )
         guided = self.guided_backprop.attribute(tensors, target, additional_forward_args)
         results = tuple(_times_upsampled(g, cam, interpolate_mode, i) for i, g in enumerate(guided))
         return cast(TensorOrTupleT, results if given_tuple else results[0])

@@ -45,11 +45,16 @@ def input_gradients(
 def repeat_target(target: TargetType, batch: int, times: int, interleave: bool = False) -> TargetType:
     """The target for a batch of ``batch`` examples evaluated ``times`` times over.
 
-    A per-example target (a sequence or a 1-D tensor of length ``batch``) is tiled
-    (``[t_0 .. t_{N-1}, t_0 ..]``, the layout of :func:`repeat_batch`) or, with ``interleave``,
-    repeated element-wise (``[t_0, t_0, .., t_1, ..]``).  One target for all is kept as it is.
+    A per-example target (a list of ints or of tuples, or a 1-D tensor, of length ``batch``) is
+    tiled (``[t_0 .. t_{N-1}, t_0 ..]``, the layout of :func:`repeat_batch`) or, with
+    ``interleave``, repeated element-wise (``[t_0, t_0, .., t_1, ..]``).  One target for all (an
+    int, a tuple indexing the output's dimensions, a one-element tensor) is kept as it is.
     """
-    if isinstance(target, (list, tuple)) or (isinstance(target, Tensor) and target.ndim > 0):
+    if isinstance(target, list) and target and all(isinstance(t, tuple) for t in target):
+        if len(target) != batch:
+            return target
+        return [t for t in target for _ in range(times)] if interleave else list(target) * times
+    if isinstance(target, list) or (isinstance(target, Tensor) and target.ndim > 0):
         index = torch.as_tensor(target)
         if index.numel() == 1:
             return index.reshape(())

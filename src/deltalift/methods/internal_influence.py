@@ -17,7 +17,16 @@ from typing import Any
 
 import torch
 
-from deltalift.inputs import BaselineType, TargetType, TensorOrTuple, as_tuple, check_baselines
+from deltalift.inputs import (
+    BaselineType,
+    TargetType,
+    TensorOrTuple,
+    as_tuple,
+    check_baselines,
+    check_grad_kwargs,
+    check_inputs,
+    check_model,
+)
 from deltalift.layers import LayerType
 from deltalift.methods.base import AttributionMethod, Model
 from deltalift.methods.captured_gradient import captured_gradients
@@ -55,7 +64,8 @@ class InternalInfluence(AttributionMethod):
         method: str = "gausslegendre",
         attribute_to_layer_input: bool = False,
         internal_batch_size: int | None = None,
-    ) -> Tensor:
+        grad_kwargs: dict[str, Any] | None = None,
+    ) -> Any:
         """Internal influence of the layer's output (or input) activations on ``target``.
 
         Parameters
@@ -66,22 +76,41 @@ class InternalInfluence(AttributionMethod):
         attribute_to_layer_input:
             Differentiate with respect to the activation entering the layer instead of the one
             leaving it.
+        grad_kwargs:
+            Captum's options of the gradient call (:func:`deltalift.inputs.check_grad_kwargs`);
+            ``{"materialize_grads": True}`` gives zeros for a layer the output does not use.
 
         Returns
         -------
-        One tensor shaped like the layer's activation for the inputs, ``(batch, ...)``.
+        One tensor shaped like the layer's activation for the inputs, ``(batch, ...)``; a tuple
+        of them for a module that returns (or takes) several tensors, as Captum's.
         """
-        tensors, _ = self._format_inputs(inputs)
+        tensors, _ = check_inputs(inputs, allow_integer=True)
+        for i, x in enumerate(tensors):
+            if not x.is_floating_point():
+                raise TypeError(
+                    f"inputs[{i}] has dtype {x.dtype}; internal influence integrates along the straight path from "
+                    "the baseline to the input, which integer inputs (token ids) do not have. Use "
+                    "LayerDeepLift or LayerGradCam at the embedding layer, or integrate at the embedding's "
+                    "output (layer integrated gradients)"
+                )
+        check_model(self._module, tensors)
         references, _ = check_baselines(baselines, tensors)
+        check_grad_kwargs(grad_kwargs)
 
         def layer_gradient(scaled: tuple[Tensor, ...], tgt: TargetType, args: tuple[Any, ...]) -> tuple[Tensor, ...]:
             found = captured_gradients(
-                self.model, scaled, tgt, args, layer=self.layer, layer_input=attribute_to_layer_input
+                self.model,
+                scaled,
+                tgt,
+                args,
+                layer=self.layer,
+                layer_input=attribute_to_layer_input,
+                grad_kwargs=grad_kwargs,
             )
-            assert found.layer_gradient is not None
-            return (found.layer_gradient.detach(),)
+            return tuple(g.detach() for g in found.layer_gradients)
 
-        (influence,) = integrate_gradients(
+        influence = integrate_gradients(
             layer_gradient,
             tensors,
             references,
@@ -91,4 +120,4 @@ class InternalInfluence(AttributionMethod):
             method,
             internal_batch_size,
         )
-        return influence
+        return influence[0] if len(influence) == 1 else influence

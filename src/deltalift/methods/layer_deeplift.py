@@ -19,7 +19,7 @@ from deltalift.methods.base import Model, format_output
 from deltalift.methods.deeplift import DeepLift
 
 Tensor = torch.Tensor
-NeuronSelector = Union[int, tuple[int, ...], Callable[[Tensor], Tensor]]
+NeuronSelector = Union[int, tuple[Union[int, slice], ...], Callable[[Tensor], Tensor]]
 
 
 class _AtLayer(DeepLift):
@@ -54,13 +54,32 @@ class LayerDeepLift(_AtLayer):
         return_convergence_delta: bool = False,
         attribute_to_layer_input: bool = False,
         custom_attribution_func: Callable[..., tuple[Tensor, ...]] | None = None,
+        grad_kwargs: dict[str, Any] | None = None,
     ) -> Any:
         """As :meth:`DeepLift.attribute`, for the layer's output (or, with
-        ``attribute_to_layer_input=True``, its input) activations."""
+        ``attribute_to_layer_input=True``, its input) activations.
+
+        ``inputs`` may be integer (token ids, with integer ``baselines`` such as padding ids)
+        when the layer's activation is floating point, e.g. an embedding layer's output.
+        ``grad_kwargs``: Captum's options of the gradient call (see
+        :func:`deltalift.inputs.check_grad_kwargs`); ``{"materialize_grads": True}`` gives zeros
+        for a layer the output does not use.
+
+        Returns one tensor shaped like the layer's activation, or a tuple with one per tensor
+        for a module that returns several (or takes several, with
+        ``attribute_to_layer_input=True``), as Captum's.
+        """
         result = self._run(
-            inputs, baselines, target, additional_forward_args, layer=self.layer, layer_input=attribute_to_layer_input
+            inputs,
+            baselines,
+            target,
+            additional_forward_args,
+            layer=self.layer,
+            layer_input=attribute_to_layer_input,
+            grad_kwargs=grad_kwargs,
         )
-        (out,) = result.attributions(self.multiplies_by_inputs, custom_attribution_func)
+        attributions = result.attributions(self.multiplies_by_inputs, custom_attribution_func)
+        out = attributions[0] if len(attributions) == 1 else attributions
         return (out, result.delta) if return_convergence_delta else out
 
 
@@ -68,8 +87,9 @@ class NeuronDeepLift(_AtLayer):
     """Contributions of the inputs to one neuron of an internal layer.
 
     ``neuron_selector`` is an index into the layer's activation without the batch dimension
-    (an int for a flat layer, a tuple otherwise) or a callable mapping the activation to one
-    value per example.
+    (an int for a flat layer, a tuple otherwise; it may leave out trailing dimensions of size
+    one, and a slice sums the values it selects, as Captum's) or a callable mapping the
+    activation to one value per example.
     """
 
     def attribute(  # type: ignore[override]
@@ -96,18 +116,42 @@ class NeuronDeepLift(_AtLayer):
 
 
 def _select_neuron(activation: Tensor, selector: NeuronSelector) -> Tensor:
+    """The neuron's value per example, ``(batch,)``, as Captum's ``_verify_select_neuron``.
+
+    An int or a tuple indexes the dimensions after the batch from the first on
+    (``activation[:, i, j, ..]``); it may leave dimensions out when what is left holds one value
+    per example (an int on a ``(batch, n, 1)`` activation).  Where the tuple holds a slice, the
+    selected values are summed per example.  A callable maps the activation to one value per
+    example.
+    """
+    batch = activation.shape[0]
     if callable(selector):
         value = selector(activation)
-        if not isinstance(value, Tensor) or value.shape != activation.shape[:1]:
-            raise ValueError("a callable neuron_selector must return one value per example")
-        return value
+        if not isinstance(value, Tensor) or value.ndim == 0 or value.shape[0] != batch or value.numel() != batch:
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"a callable neuron_selector must return one value per example ({batch}), got {shape}")
+        return value.reshape(batch)
+    if isinstance(selector, bool) or not isinstance(selector, (int, tuple)):
+        raise TypeError(f"neuron_selector must be an int, a tuple of ints and slices, or a callable, got {selector!r}")
     index = (selector,) if isinstance(selector, int) else tuple(selector)
-    if len(index) != activation.ndim - 1:
+    for k in index:
+        if isinstance(k, bool) or not isinstance(k, (int, slice)):
+            raise TypeError(f"neuron_selector {selector!r} holds {k!r}; use ints and slices")
+    if len(index) > activation.ndim - 1:
         raise ValueError(
             f"neuron_selector {selector!r} has {len(index)} indices but the layer's activation has shape "
             f"{tuple(activation.shape)} ({activation.ndim - 1} without the batch dimension)"
         )
     for i, (k, size) in enumerate(zip(index, activation.shape[1:])):
-        if not -size <= k < size:
+        if isinstance(k, int) and not -size <= k < size:
             raise ValueError(f"neuron_selector index {k} is out of range for dimension {i + 1} of size {size}")
-    return activation[(slice(None),) + index]
+    selected = activation[(slice(None),) + index]
+    if any(isinstance(k, slice) for k in index):
+        return selected.reshape(batch, -1).sum(1)
+    if selected[0].numel() != 1:
+        raise ValueError(
+            f"neuron_selector {selector!r} selects {selected[0].numel()} values per example of the layer's "
+            f"activation of shape {tuple(activation.shape)}; index every dimension after the batch "
+            f"({activation.ndim - 1}), or use a slice to sum the selected values"
+        )
+    return selected.reshape(batch)

@@ -251,7 +251,7 @@ def _baseline_distributions(kwargs: dict[str, Any], n_inputs: int) -> list[Tenso
 
 def _example_range(x: Tensor) -> Tensor:
     """``max - min`` over each example's features, shape ``(batch,)``."""
-    flat = x.detach().flatten(1)
+    flat = x.detach().reshape(x.shape[0], -1)  # (batch,) inputs too
     return flat.amax(1) - flat.amin(1)
 
 

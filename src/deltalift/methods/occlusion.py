@@ -22,7 +22,16 @@ from typing import Any, Union
 
 import torch
 
-from deltalift.inputs import BaselineType, TargetType, TensorOrTuple, as_tuple, check_baselines, select_target
+from deltalift.inputs import (
+    BaselineType,
+    TargetType,
+    TensorOrTuple,
+    as_tuple,
+    check_baselines,
+    check_inputs,
+    check_model,
+    select_target,
+)
 from deltalift.methods.base import Attribution, AttributionMethod, Model, format_output
 from deltalift.methods.gradients import repeat_batch, repeat_target
 
@@ -60,7 +69,8 @@ class Occlusion(AttributionMethod):
         Parameters
         ----------
         inputs:
-            As :meth:`Saliency.attribute <deltalift.methods.gradients.Saliency.attribute>`.
+            As :meth:`Saliency.attribute <deltalift.methods.gradients.Saliency.attribute>`; integer
+            inputs (token ids, counts) are accepted too, as nothing is differentiated.
         sliding_window_shapes:
             The window's shape without the batch dimension, e.g. ``(3, 8, 8)`` for images
             ``(batch, 3, H, W)``; a tuple of shapes for a tuple of inputs.
@@ -82,7 +92,8 @@ class Occlusion(AttributionMethod):
         -------
         Attributions shaped like ``inputs`` (a tuple when a tuple was given).
         """
-        tensors, given_tuple = self._format_inputs(inputs)
+        tensors, given_tuple = check_inputs(inputs, allow_integer=True)  # no gradient: integers are fine
+        check_model(self._module, tensors)
         references, _ = check_baselines(baselines, tensors)
         windows_of = _window_shapes(sliding_window_shapes, tensors)
         strides_of = _strides(strides, tensors, windows_of)
@@ -101,8 +112,9 @@ class Occlusion(AttributionMethod):
         progress = _progress(n_evals) if show_progress else None
         with torch.no_grad():
             t = select_target(self.model(*tensors, *extra), target, batch)
-            totals = [torch.zeros(x.shape, dtype=t.dtype, device=x.device) for x in tensors]
-            counts = [torch.zeros(x.shape[1:], dtype=t.dtype, device=x.device) for x in tensors]
+            dtype = t.dtype if t.is_floating_point() else torch.get_default_dtype()  # an integer model too
+            totals = [torch.zeros(x.shape, dtype=dtype, device=x.device) for x in tensors]
+            counts = [torch.zeros(x.shape[1:], dtype=dtype, device=x.device) for x in tensors]
             if progress is not None:
                 progress.update()
             for start in range(0, len(windows), perturbations_per_eval):
