@@ -624,7 +624,7 @@ def test_neuron_guided_tuple_inputs_and_errors(cnn: CNN) -> None:
     theirs = _quiet(captum_attr.NeuronGuidedBackprop(split, split.cnn.conv2).attribute, (x[:, :1], x[:, 1:]), (1, 0, 0))
     assert isinstance(ours, tuple) and len(ours) == 2
     _close(ours, theirs, EXACT)
-    with pytest.raises(ValueError, match="3 dimensions without the batch"):
+    with pytest.raises(ValueError, match="index every dimension after the batch \\(3\\)"):
         NeuronGuidedBackprop(cnn, cnn.conv2).attribute(x, (1, 0))
     with pytest.raises(ValueError, match="out of range"):
         NeuronDeconvolution(cnn, cnn.conv2).attribute(x, (3, 0, 0))

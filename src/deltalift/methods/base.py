@@ -56,9 +56,10 @@ class AttributionMethod:
         """Captum's check: ``sum(attributions) - (t(end_point) - t(start_point))`` per example."""
         return convergence_delta(self.model, attributions, start_point, end_point, target, additional_forward_args)
 
-    def _format_inputs(self, inputs: TensorOrTuple) -> tuple[tuple[Tensor, ...], bool]:
-        """The inputs as a checked tuple (and the model checked against them), and whether a tuple was given."""
-        tensors, given_tuple = check_inputs(inputs)
+    def _format_inputs(self, inputs: TensorOrTuple, allow_integer: bool = False) -> tuple[tuple[Tensor, ...], bool]:
+        """The inputs as a checked tuple (and the model checked against them), and whether a tuple was
+        given; integer inputs only with ``allow_integer`` (methods that attribute to a layer)."""
+        tensors, given_tuple = check_inputs(inputs, allow_integer)
         check_model(self._module, tensors)
         return tensors, given_tuple
 

@@ -54,43 +54,6 @@ Tensor = torch.Tensor
 # walks at a layer, with inputs of any dtype (token ids too)
 
 
-def check_any_inputs(module: nn.Module, inputs: TensorOrTuple) -> tuple[tuple[Tensor, ...], bool]:
-    """The inputs as a tuple of tensors with one batch size and device, and whether a tuple was
-    given.  Unlike :func:`deltalift.inputs.check_inputs`, integer inputs (token ids, indices) are
-    accepted: methods that attribute to a layer never differentiate with respect to the inputs.
-    The model's floating parameters must have the dtype of the floating inputs, if any."""
-    given_tuple = isinstance(inputs, (tuple, list))
-    tensors = as_tuple(inputs)
-    if not tensors:
-        raise ValueError("inputs is empty: pass a tensor or a tuple of tensors")
-    for i, x in enumerate(tensors):
-        name = f"inputs[{i}]" if given_tuple else "inputs"
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.ndim == 0:
-            raise ValueError(f"{name} is a scalar; inputs need a leading batch dimension")
-        if x.is_floating_point() and not torch.isfinite(x).all():
-            raise ValueError(f"{name} contains NaN or inf values")
-        if x.shape[0] != tensors[0].shape[0]:
-            raise ValueError(
-                f"all inputs need the same batch size: inputs[0] has {tensors[0].shape[0]}, {name} has {x.shape[0]}"
-            )
-        if x.device != tensors[0].device:
-            raise ValueError(
-                f"all inputs must be on one device: inputs[0] on {tensors[0].device}, {name} on {x.device}"
-            )
-    floating = [x for x in tensors if x.is_floating_point()]
-    for name, p in list(module.named_parameters()) + list(module.named_buffers()):
-        if floating and p.is_floating_point() and p.dtype != floating[0].dtype:
-            raise TypeError(
-                f"the model's {name} is {p.dtype} but the inputs are {floating[0].dtype}; convert one to match "
-                f"(e.g. model.to({floating[0].dtype}) or inputs.to({p.dtype}))"
-            )
-        if p.device != tensors[0].device:
-            raise ValueError(f"the model's {name} is on {p.device} but the inputs are on {tensors[0].device}")
-    return tensors, given_tuple
-
-
 def capture_layer(
     module: nn.Module, inputs: tuple[Tensor, ...], extra: tuple[Any, ...], layer: LayerType, layer_input: bool
 ) -> tuple[CapturedProgram, torch.fx.Node]:
@@ -228,7 +191,7 @@ class LayerActivation(_LayerMethod):
         -------
         A tensor ``(batch, ...)`` shaped like the activation.
         """
-        tensors, _ = check_any_inputs(self._module, inputs)
+        tensors, _ = self._format_inputs(inputs, allow_integer=True)
         extra = as_tuple(additional_forward_args)
         return layer_activation(self._module, tensors, extra, self.layer, attribute_to_layer_input)
 
@@ -283,7 +246,7 @@ class LayerGradientXActivation(_LayerMethod):
         -------
         A tensor shaped like the layer's activation.
         """
-        tensors, _ = check_any_inputs(self._module, inputs)
+        tensors, _ = self._format_inputs(inputs, allow_integer=True)
         extra = as_tuple(additional_forward_args)
         activation, gradient = layer_gradient(
             self._module, tensors, extra, self.layer, attribute_to_layer_input, target, grad_kwargs=grad_kwargs
@@ -355,7 +318,7 @@ class LayerIntegratedGradients(_LayerMethod):
         -------
         A tensor shaped like the layer's activation, and the delta when asked.
         """
-        tensors, _ = check_any_inputs(self._module, inputs)
+        tensors, _ = self._format_inputs(inputs, allow_integer=True)
         extra = as_tuple(additional_forward_args)
         references = full_references(baselines, tensors)
         module, layer, n = self._module, self.layer, len(tensors)

@@ -8,8 +8,8 @@ A selector is
   ``(slice(None), 2, 3)`` is the sum over channels at one spatial position;
 * a callable: ``selector(activation)``, one value per example.
 
-Integers must address every dimension but the batch unless a slice is present (the value of one
-neuron is one number per example).
+Integers may leave dimensions out where what is left holds one value per example (an int on a
+``(batch, n, 1)`` activation), as Captum.
 """
 
 from __future__ import annotations
@@ -24,7 +24,14 @@ NeuronSelector = Union[int, tuple[Union[int, slice], ...], Callable[[Tensor], Te
 
 
 def select_neuron(activation: Any, selector: NeuronSelector) -> Tensor:
-    """The selected neuron's value per example, shape ``(batch,)``."""
+    """The neuron's value per example, ``(batch,)``, as Captum's ``_verify_select_neuron``.
+
+    An int or a tuple indexes the dimensions after the batch from the first on
+    (``activation[:, i, j, ..]``); it may leave dimensions out when what is left holds one value
+    per example (an int on a ``(batch, n, 1)`` activation).  Where the tuple holds a slice, the
+    selected values are summed per example.  A callable maps the activation to one value per
+    example.
+    """
     if not isinstance(activation, Tensor):
         raise ValueError("the chosen layer's activation is not one tensor")
     batch = activation.shape[0]
@@ -36,20 +43,25 @@ def select_neuron(activation: Any, selector: NeuronSelector) -> Tensor:
         return value.reshape(batch)
     if isinstance(selector, bool) or not isinstance(selector, (int, tuple)):
         raise TypeError(f"neuron_selector must be an int, a tuple of ints and slices, or a callable, got {selector!r}")
-    index = (selector,) if isinstance(selector, int) else selector
+    index = (selector,) if isinstance(selector, int) else tuple(selector)
     for k in index:
         if isinstance(k, bool) or not isinstance(k, (int, slice)):
             raise TypeError(f"neuron_selector {selector!r} holds {k!r}; use ints and slices")
-    has_slice = any(isinstance(k, slice) for k in index)
-    if len(index) > activation.ndim - 1 or (not has_slice and len(index) != activation.ndim - 1):
+    if len(index) > activation.ndim - 1:
         raise ValueError(
             f"neuron_selector {selector!r} has {len(index)} indices but the layer's activation has shape "
-            f"{tuple(activation.shape)} ({activation.ndim - 1} dimensions without the batch)"
+            f"{tuple(activation.shape)} ({activation.ndim - 1} without the batch dimension)"
         )
     for i, (k, size) in enumerate(zip(index, activation.shape[1:])):
         if isinstance(k, int) and not -size <= k < size:
             raise ValueError(f"neuron_selector index {k} is out of range for dimension {i + 1} of size {size}")
     selected = activation[(slice(None),) + index]
-    if has_slice:
+    if any(isinstance(k, slice) for k in index):
         return selected.reshape(batch, -1).sum(1)
-    return selected
+    if selected[0].numel() != 1:
+        raise ValueError(
+            f"neuron_selector {selector!r} selects {selected[0].numel()} values per example of the layer's "
+            f"activation of shape {tuple(activation.shape)}; index every dimension after the batch "
+            f"({activation.ndim - 1}), or use a slice to sum the selected values"
+        )
+    return selected.reshape(batch)
