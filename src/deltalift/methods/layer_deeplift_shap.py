@@ -74,11 +74,6 @@ class LayerDeepLiftShap(_DeepLiftShapAt):
         A module of the model, a module path (``"features.3"``) or a graph node name.
     """
 
-    def __init__(
-        self, model: Model, layer: LayerType, multiply_by_inputs: bool = True, eps: float = 1e-7, **options: Any
-    ) -> None:
-        super().__init__(model, layer, multiply_by_inputs, eps, **options)
-
     def attribute(  # type: ignore[override]
         self,
         inputs: TensorOrTuple,
@@ -101,7 +96,7 @@ class LayerDeepLiftShap(_DeepLiftShapAt):
                 inputs, baselines, target, additional_forward_args, True, custom_attribution_func
             )
         attributions, delta = result
-        if isinstance(attributions, tuple):
+        if isinstance(attributions, tuple) and len(attributions) == 1:  # one tensor at the layer
             (attributions,) = attributions
         return (attributions, delta) if return_convergence_delta else attributions
 
@@ -117,11 +112,6 @@ class NeuronDeepLiftShap(_DeepLiftShapAt):
     layer:
         A module of the model, a module path or a graph node name.
     """
-
-    def __init__(
-        self, model: Model, layer: LayerType, multiply_by_inputs: bool = True, eps: float = 1e-7, **options: Any
-    ) -> None:
-        super().__init__(model, layer, multiply_by_inputs, eps, **options)
 
     def attribute(  # type: ignore[override]
         self,

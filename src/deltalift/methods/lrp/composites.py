@@ -180,7 +180,9 @@ class _ZennitComposite(Composite):
         return [("conv", self._conv_rule(stabilizer, zero_params)), ("dense", Epsilon(epsilon, zero_params))]
 
     def _conv_rule(self, stabilizer: Stabilizer, zero_params: Sequence[str]) -> RelevanceRule:
-        raise NotImplementedError
+        """The conv layers' rule; each named composite gives its own (this private base is never
+        used as a composite itself)."""
+        raise NotImplementedError(f"{type(self).__name__} does not name its conv rule")
 
     def _input_rules(self, stabilizer: Stabilizer, zero_params: Sequence[str]) -> list[Any]:
         """The composite's own rules for the input layers: flat, or none (those of ``layer_map``)."""
