@@ -431,3 +431,34 @@ def test_one_hot_encode_input_works_end_to_end():
     X = one_hot_encode(["ACGT" * 10, "TTGCA" * 8], dtype=DTYPE)
     hyp = deep_lift_shap(model, X, target=0, n_shuffles=4, hypothetical=True, random_state=0)
     assert hyp.shape == (2, 4, L) and torch.isfinite(hyp).all()
+
+
+class _Reshaped(nn.Module):
+    """The conv model with its ``(batch, 3)`` outputs reshaped to ``(batch, *shape)``."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.body = conv_model()
+        self.shape = shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        return y.reshape(y.shape[0], *self.shape)
+
+
+@pytest.mark.parametrize("shape", [(3, 1), (3, 1, 1)])
+def test_trailing_axes_of_length_one_are_dropped_as_tangermeme_does(data, tangermeme, shape):
+    """A model ending in a global pool returns ``(N, T, 1)``: ``target`` indexes axis 1, the
+    trailing axes of length one are dropped (tangermeme's documented convention)."""
+    _, X, refs = data
+    model = _Reshaped(shape).eval()
+    ours = deep_lift_shap(model, X, target=2, references=refs)
+    torch.testing.assert_close(ours, deep_lift_shap(model.body, X, target=2, references=refs), rtol=0, atol=0)
+    torch.testing.assert_close(ours, theirs(tangermeme, model, X, target=2, references=refs), **TIGHT)
+
+
+def test_an_output_with_a_longer_trailing_axis_is_refused(data):
+    """``(N, 1, 3)`` has no single value per target on axis 1: a clear error, as tangermeme."""
+    _, X, refs = data
+    with pytest.raises(ValueError, match="out of range"):
+        deep_lift_shap(_Reshaped((1, 3)).eval(), X, target=2, references=refs)
