@@ -48,6 +48,16 @@ Evaluate = Callable[[torch.fx.Node, Any, Any, dict[torch.fx.Node, Any]], Any]
 Override = Callable[[Any, Any, Any], Any]
 #: A layer tap: ``(node, fn)`` replaces that node's value by ``fn(value)``.
 Tap = tuple[torch.fx.Node, Callable[[Any], Any]]
+#: One tap, or several at different nodes (a plain walk over a list of layers).
+Taps = Tap | Sequence[Tap]
+
+
+def _tap_table(tap: Taps | None) -> dict[torch.fx.Node, Callable[[Any], Any]]:
+    if tap is None:
+        return {}
+    if len(tap) == 2 and isinstance(tap[0], torch.fx.Node):
+        return {tap[0]: tap[1]}  # type: ignore[dict-item]
+    return dict(tap)  # type: ignore[arg-type]
 
 
 def walk_graph(
@@ -56,7 +66,7 @@ def walk_graph(
     user_args: Sequence[Any],
     evaluate: Evaluate,
     free_after: dict[torch.fx.Node, list[torch.fx.Node]] | None = None,
-    tap: Tap | None = None,
+    tap: Taps | None = None,
     until: torch.fx.Node | None = None,
 ) -> Any:
     """Walk the captured graph in order, feeding placeholders (live parameters and buffers,
@@ -64,9 +74,11 @@ def walk_graph(
     their last use.  Returns the model's user outputs.
 
     ``tap = (node, fn)`` replaces that node's value by ``fn(value)`` (e.g. a fresh leaf, to read
-    gradients at a layer); ``until`` stops the walk at that node and returns its value.
+    gradients at a layer; a sequence of such pairs taps several nodes); ``until`` stops the walk at
+    that node and returns its value.
     """
     free_after = program.free_after if free_after is None else free_after
+    taps = _tap_table(tap)
     env: dict[torch.fx.Node, Any] = {}
     placeholder_index = 0
     result: Any = None
@@ -87,8 +99,8 @@ def walk_graph(
             result = [outputs[i] for i in program.user_output_positions]
         else:
             raise UnsupportedOperationError(f"the captured graph has a node of kind {node.op!r} ({node.name})")
-        if tap is not None and node is tap[0]:
-            env[node] = tap[1](env[node])
+        if node in taps:
+            env[node] = taps[node](env[node])
         if until is not None and node is until:
             return env[node]
         for done in free_after.get(node, ()):
@@ -146,7 +158,7 @@ def run_plain(
     model: nn.Module,
     user_args: Sequence[Any],
     overrides: dict[Any, Override] | None = None,
-    tap: Tap | None = None,
+    tap: Taps | None = None,
     until: torch.fx.Node | None = None,
 ) -> Any:
     """The ordinary forward pass (with autograd) over the captured graph, where ``overrides``
