@@ -126,13 +126,15 @@ def _signature(args: tuple[Any, ...], batch_size: int, dynamic: bool) -> Any:
     return tuple(parts)
 
 
-def capture(model: nn.Module, args: tuple[Any, ...], batch_size: int, mark: str | None = None) -> CapturedProgram:
+def capture(
+    model: nn.Module, args: tuple[Any, ...], batch_size: int, mark: str | tuple[str, ...] | None = None
+) -> CapturedProgram:
     """Capture ``model(*args)``; reuse a cached graph for the same input signature.
 
-    ``mark``: the path of a submodule that runs no operation of its own (an eval-mode dropout, an
-    identity) whose output must be found in the graph: while capturing, a forward hook records
-    its output as ``output * 1`` inside the module's call (the hook is removed afterwards, also
-    when capture fails).
+    ``mark``: the path (or paths) of a submodule that runs no operation of its own (an eval-mode
+    dropout, an identity) whose output must be found in the graph: while capturing, a forward hook
+    records its output as ``output * 1`` inside the module's call (the hook is removed afterwards,
+    also when capture fails).
     """
     per_model = _cache.setdefault(model, {})
     for dynamic in (True, False):
@@ -154,19 +156,17 @@ def capture(model: nn.Module, args: tuple[Any, ...], batch_size: int, mark: str 
 
 
 @contextlib.contextmanager
-def _marked_output(model: nn.Module, mark: str | None) -> Iterator[None]:
-    if mark is None:
-        yield
-        return
-
+def _marked_output(model: nn.Module, mark: str | tuple[str, ...] | None) -> Iterator[None]:
     def record(module: nn.Module, inputs: Any, output: Any) -> Any:
         return tree_map(lambda v: v * 1 if isinstance(v, torch.Tensor) and v.is_floating_point() else v, output)
 
-    handle = model.get_submodule(mark).register_forward_hook(record)
+    paths = () if mark is None else (mark,) if isinstance(mark, str) else mark
+    handles = [model.get_submodule(path).register_forward_hook(record) for path in paths]
     try:
         yield
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
 def _first_line(error: BaseException) -> str:
