@@ -3,6 +3,7 @@
     deltalift demo [--out DIR] [--epochs N] [--seed S]
     deltalift explain --model model.pt --inputs x.npy [--target INT] [--baseline zero|mean|FLOAT|FILE] [--out DIR]
     deltalift genomics attribute --model model.pt --fasta seqs.fa [--target INT] [--n-shuffles K] [--out DIR]
+    deltalift experiment list | run NAME [--quick] [--out DIR] [--seed S]
 
 Exit status: 0 on success, 1 when a job fails (the reason printed as one line on stderr),
 2 for a malformed command line, 130 when interrupted with Ctrl-C.
@@ -172,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     _demo_parser(commands)
     _explain_parser(commands)
     _genomics_parser(commands)
+    __import__("deltalift.experiments.cli", fromlist=["add_parser"]).add_parser(commands)
     return parser
 
 
