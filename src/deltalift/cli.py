@@ -124,39 +124,10 @@ def _explain_parser(commands: Any) -> None:
     explain.set_defaults(run=_run_explain)
 
 
-GENOMICS_EPILOG = """Explains each sequence against --n-shuffles dinucleotide-shuffled copies of itself
-(DeepLIFT-SHAP) and writes to --out the files TF-MoDISco reads:
-  ohe.npz   one-hot sequences (N, 4, L)
-  attr.npz  hypothetical contributions (N, 4, L)  ->  modisco motifs -s ohe.npz -a attr.npz -n 2000
-and contributions.npy (actual contributions, hypothetical x one-hot) and deltas.npy
-(summation-to-delta per sequence and reference, ~0)."""
-
-
 def _genomics_parser(commands: Any) -> None:
-    genomics = commands.add_parser("genomics", help="DNA sequence models: DeepLIFT-SHAP, TF-MoDISco files")
-    tasks = genomics.add_subparsers(title="tasks", dest="task", metavar="TASK", required=True)
-    attribute = _model_command(
-        tasks,
-        "attribute",
-        "explain a sequence model on a FASTA file",
-        "DeepLIFT-SHAP attributions of a saved sequence model for every sequence of a FASTA file.",
-        GENOMICS_EPILOG,
-        ("--fasta", "sequences of equal length"),
-    )
-    attribute.add_argument("--target", type=int, default=0, metavar="INT", help="output index (default: 0)")
-    attribute.add_argument(
-        "--n-shuffles", type=positive_int, default=20, metavar="K", help="references per sequence (default: 20)"
-    )
-    attribute.add_argument(
-        "--batch-size", type=positive_int, default=64, metavar="N", help="(sequence, reference) pairs per batch"
-    )
-    attribute.add_argument(
-        "--rule", default="rescale", choices=("rescale", "reveal_cancel", "genomics_default"), help="nonlinearity rule"
-    )
-    attribute.add_argument("--seed", type=int, default=0, help="seed of the shuffles (default: 0)")
-    attribute.add_argument("--device", default="cpu", help="torch device to compute on (default: cpu)")
-    _add_common(attribute, "output folder (default: deltalift-output)")
-    attribute.set_defaults(run=_run_genomics_attribute)
+    from deltalift.genomics.cli import add_genomics_parser  # the command's options and its run
+
+    add_genomics_parser(commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,38 +171,6 @@ def _run_explain(args: argparse.Namespace) -> None:
         device=args.device,
         show_progress=not args.no_progress,
     )
-
-
-def _run_genomics_attribute(args: argparse.Namespace) -> None:
-    import numpy as np
-
-    from deltalift.files import load_model
-    from deltalift.genomics import deep_lift_shap, one_hot_encode_fasta, save_modisco_inputs
-
-    model = load_model(args.model, device=args.device)
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-    X = one_hot_encode_fasta(args.fasta).to(device=args.device, dtype=dtype or None)
-    hypothetical, deltas = deep_lift_shap(
-        model,
-        X,
-        target=args.target,
-        n_shuffles=args.n_shuffles,
-        batch_size=args.batch_size,
-        hypothetical=True,
-        random_state=args.seed,
-        device=args.device,
-        rule=args.rule,
-        return_convergence_delta=True,
-        show_progress=not args.no_progress,
-    )
-    args.out.mkdir(parents=True, exist_ok=True)
-    save_modisco_inputs(X.cpu(), hypothetical.cpu(), args.out / "ohe.npz", args.out / "attr.npz")
-    np.save(args.out / "contributions.npy", (hypothetical * X).cpu().numpy())
-    np.save(args.out / "deltas.npy", deltas.cpu().numpy())
-    print(f"explained {X.shape[0]} sequences of {X.shape[2]} bp against {args.n_shuffles} shuffles each")
-    print(f"max |summation-to-delta error| {deltas.abs().max().item():.2e}")
-    print(f"wrote {args.out / 'ohe.npz'}, {args.out / 'attr.npz'}, contributions.npy and deltas.npy")
-    print(f"next: modisco motifs -s {args.out / 'ohe.npz'} -a {args.out / 'attr.npz'} -n 2000")
 
 
 def one_line(exc: BaseException) -> str:
