@@ -26,6 +26,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 __all__ = [
     "EDGE_MODES",
@@ -85,6 +86,10 @@ class Window:
         return self.end - self.start
 
 
+#: A region or a window (anything with a chromosome).
+Located = TypeVar("Located", Region, Window)
+
+
 def _integer(text: str, what: str, where: str) -> int:
     try:
         return int(text)
@@ -139,9 +144,9 @@ def read_bed(path: PathLike) -> list[Region]:
 
 
 def filter_chromosomes(
-    regions: Iterable[Region], chroms: Sequence[str] | None = None, exclude: Sequence[str] = ()
-) -> list[Region]:
-    """The regions on ``chroms`` (all when ``None``) and not on ``exclude``, in their order.
+    regions: Iterable[Located], chroms: Sequence[str] | None = None, exclude: Sequence[str] = ()
+) -> list[Located]:
+    """The regions (or windows) on ``chroms`` (all when ``None``) and not on ``exclude``, in their order.
 
     Raises
     ------

@@ -241,9 +241,9 @@ def make_windows(
         chosen = chromosome_regions(sizes, chroms)
     else:
         chosen = read_bed(regions) if isinstance(regions, str | os.PathLike) else list(regions)
-    chosen = filter_chromosomes(chosen, chroms, exclude_chroms)
     made = summit_windows(chosen, width) if windows == "summit" else tiled_windows(chosen, width, step)
-    return place_windows(made, sizes, edges)
+    # filtered after they are made, so that each window keeps the row of its region in the file
+    return place_windows(filter_chromosomes(made, chroms, exclude_chroms), sizes, edges)
 
 
 @dataclass(frozen=True)
