@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     _explain_parser(commands)
     _genomics_parser(commands)
     __import__("deltalift.experiments.cli", fromlist=["add_parser"]).add_parser(commands)
+    __import__("deltalift.senn.cli", fromlist=["add_parser"]).add_parser(commands)
     return parser
 
 
