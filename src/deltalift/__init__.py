@@ -19,6 +19,7 @@ from deltalift.errors import (
     UnsupportedOperationError,
 )
 from deltalift.methods import *  # noqa: F403 (the names of methods.__all__, re-exported below)
+from deltalift.notebook import explain
 from deltalift.rules import register_rule
 
 __version__ = "0.1.0"
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 #: The rules, errors and every name of :data:`deltalift.methods.__all__` but Grad-CAM's helper
 #: ``interpolate`` (importable from :mod:`deltalift.methods`).
 __all__ = [
+    "explain",
     "register_rule",
     "rules",
     "clear_cache",

@@ -34,13 +34,6 @@ EPILOG = """examples:
   deltalift genomics attribute --model bpnet.pt --fasta peaks.fa --n-shuffles 20
 run 'deltalift COMMAND --help' for the options of a command."""
 
-EXPLAIN_EPILOG = """The model file is a whole module saved with torch.save(model, path) -- loading it runs
-code from the file, so load only files you trust; its class must be importable -- or a program
-saved with torch.export.save (.pt2). TorchScript and bare state dicts cannot be explained.
-Writes to --out: attributions.npy (shaped like the inputs), deltas.npy (per example,
-sum of attributions minus t(x) - t(x0), ~0 for exact DeepLIFT), targets.npy, and
-attributions.png when the inputs look like images (N, H, W) or (N, 1|3, H, W)."""
-
 
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
@@ -96,30 +89,18 @@ def _demo_parser(commands: Any) -> None:
 
 
 def _explain_parser(commands: Any) -> None:
+    from deltalift.explain_files import EXPLAIN_EPILOG, add_explain_options
+
     explain = _model_command(
         commands,
         "explain",
-        "explain a saved model on an inputs file",
-        "Compute DeepLIFT attributions of a saved model's output for each example\nof an inputs file.",
+        "explain a saved model on an inputs file or image folder, with one or several methods",
+        "Compute attributions of a saved model's output for each example of an inputs file, an\n"
+        "image or a folder of images, with one or several methods, and write arrays, figures and a report.",
         EXPLAIN_EPILOG,
-        ("--inputs", "inputs (.npy or .pt), batch first"),
+        ("--inputs", "inputs: .npy/.pt (batch first), a PNG/JPEG image or folder, or a FASTA file"),
     )
-    explain.add_argument(
-        "--target", type=int, default=None, metavar="INT", help="output index to explain (default: the predicted class)"
-    )
-    explain.add_argument(
-        "--baseline",
-        default="zero",
-        metavar="REF",
-        help="reference input: zero, mean (the mean input), a number, or a .npy/.pt file (default: zero)",
-    )
-    explain.add_argument(
-        "--batch-size", type=positive_int, default=64, metavar="N", help="examples per batch (default: 64)"
-    )
-    explain.add_argument("--device", default="cpu", help="torch device to compute on (default: cpu)")
-    explain.add_argument(
-        "--max-plotted", type=int, default=8, metavar="N", help="examples drawn in the figure (default: 8; 0: none)"
-    )
+    add_explain_options(explain, positive_int)
     _add_common(explain, "output folder (default: deltalift-output)")
     explain.set_defaults(run=_run_explain)
 
@@ -159,19 +140,9 @@ def _run_demo(args: argparse.Namespace) -> None:
 
 
 def _run_explain(args: argparse.Namespace) -> None:
-    from deltalift.explain_files import explain_saved_model
+    from deltalift.explain_files import run_explain_command
 
-    explain_saved_model(
-        args.model,
-        args.inputs,
-        args.out,
-        target=args.target,
-        baseline=args.baseline,
-        batch_size=args.batch_size,
-        max_plotted=args.max_plotted,
-        device=args.device,
-        show_progress=not args.no_progress,
-    )
+    run_explain_command(args)
 
 
 def one_line(exc: BaseException) -> str:

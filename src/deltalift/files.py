@@ -1,7 +1,8 @@
 """Loading the user's files for the command line jobs: a saved model, an inputs or reference array.
 
-- :func:`load_model`: a whole module saved with ``torch.save(model, path)``, or an exported
-  program saved with ``torch.export.save`` (``.pt2``). TorchScript archives and bare state dicts
+- :func:`load_model`: a whole module saved with ``torch.save(model, path)``, an exported
+  program saved with ``torch.export.save`` (``.pt2``), or an ONNX file (``.onnx``) converted
+  with onnx2torch (``deltalift[onnx]``). TorchScript archives and bare state dicts
   are refused with a message saying what to save instead: deltalift captures models with
   ``torch.export``, which cannot read TorchScript.
 - :func:`load_array`: one tensor from a ``.npy`` file (no pickles) or a ``.pt`` file.
@@ -72,7 +73,8 @@ def load_model(path: str | Path, device: str = "cpu") -> nn.Module:
     ----------
     path:
         The model file. A ``.pt2`` suffix is read with ``torch.export.load`` (the program keeps the
-        mode it was exported in); anything else with ``torch.load(..., weights_only=False)``.
+        mode it was exported in); ``.onnx`` is converted with ``onnx2torch.convert``; anything else
+        is read with ``torch.load(..., weights_only=False)``.
     device:
         The torch device the model is moved to.
 
@@ -92,6 +94,8 @@ def load_model(path: str | Path, device: str = "cpu") -> nn.Module:
             f"{file} is a TorchScript archive; deltalift captures models with torch.export, which cannot "
             "read TorchScript. Save the nn.Module itself: torch.save(model, path)"
         )
+    if file.suffix.lower() == ".onnx":
+        return _load_onnx(file).to(device).eval()
     try:
         if file.suffix == ".pt2":  # an exported program keeps the mode it was exported in
             return torch.export.load(file).module().to(device)
@@ -102,6 +106,47 @@ def load_model(path: str | Path, device: str = "cpu") -> nn.Module:
             hint = " (the model's class must be importable: define it in a module on the Python path, not in a script)"
         raise InputFileError(f"could not load a model from {file}: {_first_line(exc)}{hint}") from exc
     return _checked_model(model, file).to(device).eval()
+
+
+MISSING_ONNX = (
+    "reading .onnx models needs onnx and onnx2torch, which are not installed. "
+    "Install them with: pip install 'deltalift[onnx]'"
+)
+
+
+def _load_onnx(file: Path) -> nn.Module:
+    """An ONNX file converted to an ``nn.Module`` (a ``torch.fx.GraphModule``) with ``onnx2torch.convert``.
+
+    Raises
+    ------
+    ImportError
+        onnx or onnx2torch is missing (naming the extra to install).
+    InputFileError
+        The file is not a valid ONNX model, or holds an operator (or an attribute of one) that
+        onnx2torch cannot convert: the message names it and suggests exporting with the
+        TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``) at opset 17 or less.
+    """
+    try:
+        import onnx
+        import onnx2torch
+    except ImportError as exc:
+        raise ImportError(MISSING_ONNX) from exc
+    try:
+        proto = onnx.load(str(file))
+        onnx.checker.check_model(proto)
+    except Exception as exc:
+        raise InputFileError(f"{file} is not a valid ONNX model: {_first_line(exc)}") from exc
+    try:
+        return onnx2torch.convert(proto)
+    except NotImplementedError as exc:
+        opsets = ", ".join(f"{entry.domain or 'ai.onnx'} {entry.version}" for entry in proto.opset_import)
+        raise InputFileError(
+            f"onnx2torch cannot convert {file}: {exc} (model opsets: {opsets}). Export the model with "
+            "torch.onnx.export(..., dynamo=False, opset_version=17), or save the PyTorch module itself "
+            "with torch.save(model, path)"
+        ) from exc
+    except Exception as exc:
+        raise InputFileError(f"onnx2torch failed on {file}: {_first_line(exc)}") from exc
 
 
 def _checked_model(model: Any, file: Path) -> nn.Module:

@@ -1,0 +1,452 @@
+"""The one table of attribution methods by name, shared by ``deltalift explain`` and :func:`deltalift.explain`.
+
+Each :class:`MethodSpec` maps a name (``"deeplift"``, ``"ig"``, ``"gradcam"``, ...) and the
+common :class:`MethodOptions` to a deltalift class and its arguments.  Every method is run the
+same way, :func:`MethodSpec.build` giving a function ``(inputs, baseline, target) ->
+(attributions, delta or None)``, so that all methods see the same inputs, references and targets.
+
+The methods and the papers they come from:
+
+- ``deeplift``: :class:`~deltalift.DeepLift` with ``rule`` (Shrikumar et al. 2017, sections
+  3.5-3.6: Rescale, RevealCancel); delta ``sum_i C_i - (t(x) - t(x0))``.
+- ``deeplift-shap``: :class:`~deltalift.DeepLiftShap`, the mean of DeepLIFT over a background
+  sample of ``shap_references`` inputs (Lundberg & Lee 2017, section 4.2); delta averaged
+  over the references.
+- ``gradient-shap``: :class:`~deltalift.GradientShap` on the same background (Lundberg & Lee 2017).
+- ``ig``: :class:`~deltalift.IntegratedGradients` with ``n_steps`` (Sundararajan et al. 2017,
+  section 3); delta ``sum_i IG_i - (t(x) - t(x0))``.
+- ``saliency`` (Simonyan et al. 2014, section 3.1), ``input-x-gradient`` (Shrikumar et al. 2016).
+- ``smoothgrad``, ``smoothgrad-sq``, ``vargrad``: :class:`~deltalift.NoiseTunnel` over the
+  signed gradient with ``nt_samples`` noisy copies of standard deviation ``stdevs`` (or
+  ``noise_fraction`` of each input's range) (Smilkov et al. 2017, section 3; Adebayo et al. 2018).
+- ``guided-backprop`` (Springenberg et al. 2015), ``deconvolution`` (Zeiler & Fergus 2014).
+- ``gradcam`` (upsampled bilinearly to the input's size) and ``guided-gradcam`` at ``layer``
+  (default: the last convolution) (Selvaraju et al. 2017, section 3).
+- ``occlusion``: windows of ``window`` pixels (all channels) every ``stride`` pixels, replaced by
+  the reference (Zeiler & Fergus 2014, section 4.2).
+- ``lrp-epsilon``, ``lrp-epsilon-plus``, ``lrp-alpha-beta`` (alpha 2, beta 1),
+  ``lrp-epsilon-plus-flat``, ``lrp-epsilon-alpha2-beta1-flat``, ``lrp-epsilon-gamma-box`` (bounds:
+  the inputs' minimum and maximum): :class:`~deltalift.LRP` with the composites of
+  :mod:`deltalift.methods.lrp.composites` (Bach et al. 2015; Montavon et al. 2019); delta
+  ``sum_i R_i - t(x)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from deltalift.methods import (
+    Deconvolution,
+    DeepLift,
+    DeepLiftShap,
+    GradientShap,
+    GuidedBackprop,
+    GuidedGradCam,
+    InputXGradient,
+    IntegratedGradients,
+    LayerGradCam,
+    NoiseTunnel,
+    Occlusion,
+    Saliency,
+    interpolate,
+)
+from deltalift.methods.lrp import LRP
+from deltalift.methods.lrp.composites import EpsilonGammaBox
+from deltalift.plan import RULE_CHOICES
+
+__all__ = [
+    "METHODS",
+    "MethodOptions",
+    "MethodSpec",
+    "last_conv_layer",
+    "method_names",
+    "parse_methods",
+]
+
+Tensor = torch.Tensor
+Baseline = float | Tensor
+#: ``(inputs, baseline, target) -> (attributions shaped like the inputs, per-example delta or None)``
+Attribute = Callable[[Tensor, Baseline, Tensor | None], tuple[Tensor, Tensor | None]]
+
+
+@dataclass
+class MethodOptions:
+    """The options of the methods, one set shared by all of them (each reads its own).
+
+    Attributes
+    ----------
+    rule:
+        DeepLIFT's nonlinearity rule: ``"rescale"``, ``"reveal_cancel"`` or ``"genomics_default"``
+        (also used by ``deeplift-shap``).
+    n_steps:
+        Integrated Gradients' quadrature nodes.
+    nt_samples:
+        Noisy copies per example of the NoiseTunnel methods.
+    stdevs:
+        Standard deviation of their Gaussian noise; ``None``: ``noise_fraction`` of each
+        example's input range.
+    noise_fraction:
+        Noise as a fraction of ``max - min`` of each example (SmoothGrad's 10-20 %), used when
+        ``stdevs`` is ``None``.
+    layer:
+        Module path of the Grad-CAM layer (``"features.7"``); ``None``: the last convolution.
+    window, stride:
+        Occlusion's window side and step, in pixels (or positions); ``stride=None``: the window.
+    shap_references:
+        Background inputs of ``deeplift-shap`` and ``gradient-shap`` (drawn with ``seed``).
+    seed:
+        Seed of every random draw (noise, background sample).
+    """
+
+    rule: str = "rescale"
+    n_steps: int = 50
+    nt_samples: int = 10
+    stdevs: float | None = None
+    noise_fraction: float = 0.15
+    layer: str | None = None
+    window: int = 4
+    stride: int | None = None
+    shap_references: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULE_CHOICES:
+            raise ValueError(f"rule must be one of {', '.join(RULE_CHOICES)}, got {self.rule!r}")
+        for name in ("n_steps", "nt_samples", "window", "shap_references"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.stride is not None and (not isinstance(self.stride, int) or not 1 <= self.stride <= self.window):
+            raise ValueError(f"stride must be between 1 and the window ({self.window}), got {self.stride!r}")
+        if self.stdevs is not None and not self.stdevs > 0:
+            raise ValueError(f"stdevs must be positive, got {self.stdevs!r}")
+        if not 0 < self.noise_fraction:
+            raise ValueError(f"noise_fraction must be positive, got {self.noise_fraction!r}")
+
+
+@dataclass
+class Context:
+    """What a method may need beyond one batch: the model, all the inputs, the options."""
+
+    model: nn.Module
+    inputs: Tensor
+    options: MethodOptions
+    batch_size: int = 64
+    background: Tensor | None = None
+
+    def shap_background(self) -> Tensor:
+        """``shap_references`` inputs drawn without replacement with the seed (all of them if fewer)."""
+        if self.background is None:
+            generator = torch.Generator().manual_seed(self.options.seed)
+            count = min(self.options.shap_references, len(self.inputs))
+            rows = torch.randperm(len(self.inputs), generator=generator)[:count]
+            self.background = self.inputs[rows.to(self.inputs.device)]
+        return self.background
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method of the table: its name, title, and how to build it.
+
+    Attributes
+    ----------
+    name:
+        The command line's name (``--method NAME``), also the file suffix
+        (``attributions-NAME.npy``).
+    title:
+        What figures and reports call it.
+    make:
+        ``(context) -> (attribute function, settings)``.
+    aliases:
+        Other names accepted for it.
+    uses_baseline:
+        Whether the reference (``--baseline``) enters the method.
+    delta:
+        What the method's convergence delta is, or ``""`` when it has none.
+    """
+
+    name: str
+    title: str
+    make: Callable[[Context], tuple[Attribute, dict[str, Any]]] = field(repr=False)
+    aliases: tuple[str, ...] = ()
+    uses_baseline: bool = False
+    delta: str = ""
+
+    def build(self, context: Context) -> tuple[Attribute, dict[str, Any]]:
+        """The method's attribute function and its settings (for reports)."""
+        return self.make(context)
+
+
+def last_conv_layer(model: nn.Module) -> str:
+    """The module path of the last ``nn.Conv1d/2d/3d`` of ``model`` (in ``named_modules`` order).
+
+    Raises
+    ------
+    ValueError
+        The model has no convolution: name the layer.
+    """
+    found = [name for name, module in model.named_modules() if isinstance(module, nn.modules.conv._ConvNd)]
+    if not found:
+        raise ValueError("the model has no convolution layer for Grad-CAM: name one with --layer PATH (layer=...)")
+    return found[-1]
+
+
+def _layer(context: Context) -> str:
+    layer = context.options.layer or last_conv_layer(context.model)
+    modules = dict(context.model.named_modules())
+    if layer not in modules:
+        raise ValueError(f"--layer {layer!r} is not a module of the model; e.g. {', '.join(list(modules)[1:6])}")
+    return layer
+
+
+def _grad_cam_mode(inputs: Tensor) -> str:
+    return {3: "linear", 4: "bilinear", 5: "trilinear"}.get(inputs.ndim, "nearest")
+
+
+def _deeplift(context: Context) -> tuple[Attribute, dict[str, Any]]:
+    method = DeepLift(context.model, rule=context.options.rule)
+
+    def attribute(x: Tensor, baseline: Baseline, target: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        a, d = method.attribute(x, baselines=baseline, target=target, return_convergence_delta=True)
+        return a, d
+
+    return attribute, {"rule": context.options.rule}
+
+
+def _deeplift_shap(context: Context) -> tuple[Attribute, dict[str, Any]]:
+    background = context.shap_background()
+    method = DeepLiftShap(context.model, rule=context.options.rule, batch_size=context.batch_size)
+
+    def attribute(x: Tensor, baseline: Baseline, target: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        a, d = method.attribute(x, baselines=background, target=target, return_convergence_delta=True)
+        return a, d.reshape(len(x), len(background)).mean(1)
+
+    options = context.options
+    return attribute, {"rule": options.rule, "references": len(background), "seed": options.seed}
+
+
+def _gradient_shap(context: Context) -> tuple[Attribute, dict[str, Any]]:
+    background = context.shap_background()
+    method = GradientShap(context.model)
+    options = context.options
+
+    def attribute(x: Tensor, baseline: Baseline, target: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(options.seed)
+            a = method.attribute(x, baselines=background, n_samples=options.nt_samples, target=target)
+        return a, None
+
+    return attribute, {"references": len(background), "n_samples": options.nt_samples, "seed": options.seed}
+
+
+def _integrated_gradients(context: Context) -> tuple[Attribute, dict[str, Any]]:
+    method = IntegratedGradients(context.model)
+    n_steps = context.options.n_steps
+
+    def attribute(x: Tensor, baseline: Baseline, target: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        a, d = method.attribute(x, baselines=baseline, target=target, n_steps=n_steps, return_convergence_delta=True)
+        return a, d
+
+    return attribute, {"n_steps": n_steps, "method": "gausslegendre"}
+
+
+def _gradient_method(cls: Any, **kwargs: Any) -> Callable[[Context], tuple[Attribute, dict[str, Any]]]:
+    def make(context: Context) -> tuple[Attribute, dict[str, Any]]:
+        method = cls(context.model)
+
+        def attribute(x: Tensor, baseline: Baseline, target: Tensor | None) -> tuple[Tensor, Tensor | None]:
+            return method.attribute(x, target=target, **kwargs), None
+
+        return attribute, dict(kwargs)
+
+    return make
+
+
+def _noise_tunnel(nt_type: str) -> Callable[[Context], tuple[Attribute, dict[str, Any]]]:
+    def make(context: Context) -> tuple[Attribute, dict[str, Any]]:
+        options = context.options
+        method = NoiseTunnel(Saliency(context.model))
+        noise: dict[str, Any] = (
+            {"stdevs": options.stdevs} if options.stdevs is not None else {"noise_fraction": options.noise_fraction}
+        )
+
+        def attribute(x: Tensor, baseline: Baseline, target: Tensor | None) -> tuple[Tensor, Tensor | None]:
+            a = method.attribute(
+                x,
+                nt_type=nt_type,
+                nt_samples=options.nt_samples,
+                random_state=options.seed,
+                target=target,
+                abs=False,
+                **noise,
+            )
+            return a, None
+
+        return attribute, {
+            "base": "saliency (abs=False)",
+            "nt_samples": options.nt_samples,
+            **noise,
+            "seed": options.seed,
+        }
+
+    return make
+
+
+def _grad_cam(context: Context) -> tuple[Attribute, dict[str, Any]]:
+    layer = _layer(context)
+    method = LayerGradCam(context.model, layer)
+
+    def attribute(x: Tensor, baseline: Baseline, target: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        cam = method.attribute(x, target=target)
+        if isinstance(cam, tuple):
+            raise ValueError(f"the Grad-CAM layer {layer!r} has several activation tensors; name another --layer")
+        if cam.ndim == x.ndim and cam.ndim >= 3:
+            cam = interpolate(cam, tuple(x.shape[2:]), _grad_cam_mode(x))
+        return cam, None
+
+    return attribute, {"layer": layer, "upsampling": _grad_cam_mode(context.inputs), "relu": False}
+
+
+def _guided_grad_cam(context: Context) -> tuple[Attribute, dict[str, Any]]:
+    layer = _layer(context)
+    method = GuidedGradCam(context.model, layer)
+
+    def attribute(x: Tensor, baseline: Baseline, target: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        return method.attribute(x, target=target), None
+
+    return attribute, {"layer": layer, "interpolate_mode": "nearest"}
+
+
+def occlusion_window(shape: Sequence[int], side: int) -> tuple[int, ...]:
+    """The window over one example of ``shape`` (no batch): all of dimension 0 (the channels) and
+    ``side`` (at most the dimension) along each further one; ``(side,)`` for a vector."""
+    if len(shape) == 1:
+        return (min(side, shape[0]),)
+    return (shape[0],) + tuple(min(side, n) for n in shape[1:])
+
+
+def _occlusion(context: Context) -> tuple[Attribute, dict[str, Any]]:
+    options = context.options
+    method = Occlusion(context.model)
+    shape = tuple(context.inputs.shape[1:])
+    window = occlusion_window(shape, options.window)
+    stride = occlusion_window(shape, options.stride or options.window)
+
+    def attribute(x: Tensor, baseline: Baseline, target: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        a = method.attribute(x, sliding_window_shapes=window, strides=stride, baselines=baseline, target=target)
+        assert isinstance(a, Tensor)  # one input tensor, one attribution tensor
+        return a, None
+
+    return attribute, {"window": window, "strides": stride}
+
+
+def _lrp(composite: str) -> Callable[[Context], tuple[Attribute, dict[str, Any]]]:
+    def make(context: Context) -> tuple[Attribute, dict[str, Any]]:
+        settings: dict[str, Any] = {"composite": composite}
+        if composite == "epsilon_gamma_box":
+            low, high = float(context.inputs.min()), float(context.inputs.max())
+            method = LRP(context.model, EpsilonGammaBox(low=low, high=high))
+            settings.update(low=low, high=high)
+        else:
+            method = LRP(context.model, composite)
+
+        def attribute(x: Tensor, baseline: Baseline, target: Tensor | None) -> tuple[Tensor, Tensor | None]:
+            a, d = method.attribute(x, target=target, return_convergence_delta=True)
+            return a, d
+
+        return attribute, settings
+
+    return make
+
+
+DEEPLIFT_DELTA = "sum of attributions - (t(x) - t(x0))"
+LRP_DELTA = "sum of relevances - t(x)"
+
+#: Every method by its command line name, in the order of ``--help``.
+METHODS: dict[str, MethodSpec] = {
+    spec.name: spec
+    for spec in (
+        MethodSpec("deeplift", "DeepLIFT", _deeplift, uses_baseline=True, delta=DEEPLIFT_DELTA),
+        MethodSpec("deeplift-shap", "DeepLIFT-SHAP", _deeplift_shap, delta=DEEPLIFT_DELTA + ", mean over references"),
+        MethodSpec("gradient-shap", "GradientSHAP", _gradient_shap),
+        MethodSpec(
+            "ig",
+            "Integrated Gradients",
+            _integrated_gradients,
+            ("integrated-gradients",),
+            uses_baseline=True,
+            delta=DEEPLIFT_DELTA,
+        ),
+        MethodSpec("saliency", "Saliency", _gradient_method(Saliency, abs=True)),
+        MethodSpec("input-x-gradient", "Input x Gradient", _gradient_method(InputXGradient)),
+        MethodSpec("smoothgrad", "SmoothGrad", _noise_tunnel("smoothgrad")),
+        MethodSpec("smoothgrad-sq", "SmoothGrad-Sq", _noise_tunnel("smoothgrad_sq")),
+        MethodSpec("vargrad", "VarGrad", _noise_tunnel("vargrad")),
+        MethodSpec("guided-backprop", "Guided Backprop", _gradient_method(GuidedBackprop)),
+        MethodSpec("deconvolution", "Deconvolution", _gradient_method(Deconvolution)),
+        MethodSpec("gradcam", "Grad-CAM", _grad_cam, ("grad-cam",)),
+        MethodSpec("guided-gradcam", "Guided Grad-CAM", _guided_grad_cam, ("guided-grad-cam",)),
+        MethodSpec("occlusion", "Occlusion", _occlusion, uses_baseline=True),
+        MethodSpec("lrp-epsilon", "LRP-epsilon", _lrp("epsilon"), ("lrp",), delta=LRP_DELTA),
+        MethodSpec("lrp-epsilon-plus", "LRP epsilon-plus", _lrp("epsilon_plus"), delta=LRP_DELTA),
+        MethodSpec(
+            "lrp-alpha-beta",
+            "LRP epsilon-alpha2-beta1",
+            _lrp("epsilon_alpha2_beta1"),
+            ("lrp-epsilon-alpha2-beta1",),
+            delta=LRP_DELTA,
+        ),
+        MethodSpec("lrp-epsilon-plus-flat", "LRP epsilon-plus-flat", _lrp("epsilon_plus_flat"), delta=LRP_DELTA),
+        MethodSpec(
+            "lrp-epsilon-alpha2-beta1-flat",
+            "LRP epsilon-alpha2-beta1-flat",
+            _lrp("epsilon_alpha2_beta1_flat"),
+            delta=LRP_DELTA,
+        ),
+        MethodSpec("lrp-epsilon-gamma-box", "LRP epsilon-gamma-box", _lrp("epsilon_gamma_box"), delta=LRP_DELTA),
+    )
+}
+
+_BY_ALIAS = {alias: spec for spec in METHODS.values() for alias in spec.aliases}
+
+
+def method_names() -> list[str]:
+    """The methods' names, as ``--method`` takes them."""
+    return list(METHODS)
+
+
+def parse_methods(methods: str | Sequence[str]) -> list[MethodSpec]:
+    """The specs of ``"deeplift,ig,gradcam"`` or ``["deeplift", "ig"]`` (case-insensitive, ``_`` as ``-``).
+
+    Raises
+    ------
+    ValueError
+        An unknown name (the message lists the known ones), a name given twice, or no name.
+    """
+    names = methods.split(",") if isinstance(methods, str) else list(methods)
+    specs: list[MethodSpec] = []
+    for raw in names:
+        if not isinstance(raw, str):
+            raise TypeError(f"method names must be strings, got {type(raw).__name__}")
+        name = raw.strip().lower().replace("_", "-")
+        if not name:
+            continue
+        spec = METHODS.get(name) or _BY_ALIAS.get(name)
+        if spec is None:
+            raise ValueError(f"unknown method {raw.strip()!r}; methods: {', '.join(METHODS)}")
+        if spec in specs:
+            raise ValueError(f"method {spec.name!r} is given twice")
+        specs.append(spec)
+    if not specs:
+        raise ValueError(f"no method given; methods: {', '.join(METHODS)}")
+    return specs
+
+
+def options_settings(options: MethodOptions) -> dict[str, Any]:
+    """The options as a plain dict."""
+    return asdict(options)
