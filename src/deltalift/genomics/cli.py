@@ -192,21 +192,13 @@ def _attribute_fasta(args: argparse.Namespace) -> None:
 def _attribute_genome(args: argparse.Namespace) -> None:
     import numpy as np
 
+    from deltalift.runner.cli import ray_options
     from deltalift.runner.genomics import attribute_regions
-    from deltalift.runner.job import RayOptions
 
     if (args.regions is None) == (not args.tile):
         raise ValueError("give --regions BED, or --tile to tile whole chromosomes (not both)")
     if args.tile and args.windows != "tiled":
         raise ValueError("--tile needs --windows tiled (and --step)")
-    ray = None
-    if args.ray or args.ray_address is not None:
-        ray = RayOptions(
-            address=args.ray_address,
-            actors=args.ray_actors,
-            num_gpus=args.ray_gpus_per_actor,
-            num_cpus=args.ray_cpus_per_actor,
-        )
     result = attribute_regions(
         args.model,
         args.genome,
@@ -228,7 +220,7 @@ def _attribute_genome(args: argparse.Namespace) -> None:
         device=args.device,
         shard_size=args.shard_size,
         overwrite=args.overwrite,
-        ray=ray,
+        ray=ray_options(args),
         bigwig=not args.no_bigwig,
         overlap=args.overlap,
         show_progress=not args.no_progress,

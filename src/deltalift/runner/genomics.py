@@ -52,6 +52,7 @@ from deltalift.genomics.regions import (
     tiled_windows,
     write_bed,
 )
+from deltalift.runner.digests import model_settings
 from deltalift.runner.job import RayOptions, RunSummary, run_job
 from deltalift.runner.npz import write_npz_from_chunks
 from deltalift.runner.store import ShardStore
@@ -73,22 +74,6 @@ def reverse_complement(X: torch.Tensor) -> torch.Tensor:
     if X.ndim != 3 or X.shape[1] != 4:
         raise ValueError(f"reverse complements need one-hot ACGT sequences (N, 4, L), got {tuple(X.shape)}")
     return X.flip(1, 2)
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _module_digest(model: nn.Module) -> str:
-    digest = hashlib.blake2b(type(model).__qualname__.encode(), digest_size=16)
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _windows_digest(windows: Sequence[Window]) -> str:
@@ -145,13 +130,8 @@ class RegionAttributionJob:
         return state
 
     def settings(self) -> dict[str, Any]:
-        model = (
-            {"module": type(self.model).__qualname__, "digest": _module_digest(self.model)}
-            if isinstance(self.model, nn.Module)
-            else {"file": str(Path(self.model).resolve()), "digest": _file_digest(Path(self.model))}
-        )
         return {
-            "model": model,
+            "model": model_settings(self.model),
             "head": self.head,
             "genome": str(Path(self.genome).resolve()),
             "windows": {
