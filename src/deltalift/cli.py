@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     _demo_parser(commands)
     _explain_parser(commands)
     _genomics_parser(commands)
+    __import__("deltalift.runner.cli", fromlist=["add_run_parser"]).add_run_parser(commands)
     __import__("deltalift.experiments.cli", fromlist=["add_parser"]).add_parser(commands)
     __import__("deltalift.senn.cli", fromlist=["add_parser"]).add_parser(commands)
     return parser
