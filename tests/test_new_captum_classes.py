@@ -647,3 +647,125 @@ def test_class_flags_and_exports() -> None:
     assert not NeuronGuidedBackprop(model, model).multiplies_by_inputs
     assert not LayerGradientXActivation(model, model, multiply_by_inputs=False).multiplies_by_inputs
     assert LayerIntegratedGradients(model, model).multiplies_by_inputs
+    assert LayerActivation(model, model).multiplies_by_inputs  # Captum's value
+
+
+# --------------------------------------------------------------------------------------------------
+# Captum's lists of layers
+
+
+class TwoTowers(nn.Module):
+    """Two embeddings (or, ``functional``, two ``F.embedding`` calls) combined nonlinearly, and a
+    module returning two tensors: independent layers for a list."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.left, self.right = nn.Embedding(20, 4), nn.Embedding(20, 4)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.tanh(self.left(a).mean(1)) * torch.sigmoid(self.right(b).mean(1)))
+
+
+def _towers() -> tuple[TwoTowers, torch.Tensor, torch.Tensor]:
+    model = TwoTowers().to(DTYPE).eval()
+    g = _gen(5)
+    return model, torch.randint(1, 20, (3, 6), generator=g), torch.randint(1, 20, (3, 6), generator=g)
+
+
+def test_layer_activation_list_is_one_entry_per_layer(mlp: MLP, mlp_inputs: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, scale = mlp_inputs
+    layers = [mlp.fc1, mlp.act1, "fc3"]
+    listed = LayerActivation(mlp, layers).attribute(x, additional_forward_args=(scale,))
+    assert isinstance(listed, list) and len(listed) == 3
+    h1 = mlp.fc1(x)
+    torch.testing.assert_close(listed[0], h1, rtol=0, atol=0)
+    torch.testing.assert_close(listed[1], torch.tanh(h1), rtol=0, atol=0)
+    torch.testing.assert_close(listed[2], mlp(x, scale), rtol=0, atol=0)
+
+
+def test_layer_gradient_x_activation_list_takes_total_derivatives(
+    mlp: MLP, mlp_inputs: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    """Dependent layers (fc1 feeds fc2): each gets dt/dz through the others, as one layer alone."""
+    x, scale = mlp_inputs
+    listed = LayerGradientXActivation(mlp, [mlp.fc1, mlp.fc2]).attribute(x, target=1, additional_forward_args=(scale,))
+    for layer, got in zip([mlp.fc1, mlp.fc2], listed):
+        alone = LayerGradientXActivation(mlp, layer).attribute(x, target=1, additional_forward_args=(scale,))
+        torch.testing.assert_close(got, alone, rtol=1e-12, atol=1e-14)
+    # by hand at fc1: z * (W2^T (tanh'(h2) * W3^T[1] * scale ... )) through autograd on the eager model
+    z1 = mlp.fc1(x).detach().requires_grad_(True)
+    out = mlp.fc3(mlp.act2(mlp.fc2(mlp.act1(z1))) * scale)[:, 1].sum()
+    (g1,) = torch.autograd.grad(out, z1)
+    torch.testing.assert_close(listed[0], z1.detach() * g1, rtol=1e-12, atol=1e-14)
+
+
+def _gauss_legendre_ig(f: Any, z: tuple[torch.Tensor, ...], z0: tuple[torch.Tensor, ...], n: int) -> list[torch.Tensor]:
+    """Integrated gradients of ``f`` over the straight path ``z0 -> z`` of all ``z`` at once, by
+    Gauss-Legendre quadrature on [0, 1] written out here (numpy nodes), float64."""
+    nodes, weights = np.polynomial.legendre.leggauss(n)
+    totals = [torch.zeros_like(a) for a in z]
+    for node, weight in zip((nodes + 1) / 2, weights / 2):
+        points = [(b + node * (a - b)).requires_grad_(True) for a, b in zip(z, z0)]
+        grads = torch.autograd.grad(f(*points).sum(), points)
+        totals = [t + weight * g for t, g in zip(totals, grads)]
+    return [t * (a - b) for t, a, b in zip(totals, z, z0)]
+
+
+@pytest.mark.parametrize("functional", [False, True])
+def test_layer_ig_list_interpolates_the_layers_together(functional: bool) -> None:
+    model, a, b = _towers()
+    layers: list[Any] = ["embedding", "embedding_1"] if functional else [model.left, model.right]
+    lig = LayerIntegratedGradients(model, layers)
+    zeros = (torch.zeros_like(a), torch.zeros_like(b))
+    listed, delta = lig.attribute((a, b), baselines=zeros, target=1, n_steps=40, return_convergence_delta=True)
+    assert isinstance(listed, list) and len(listed) == 2
+
+    def head(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        return model.fc(torch.tanh(left.mean(1)) * torch.sigmoid(right.mean(1)))[:, 1]
+
+    z = (model.left(a).detach(), model.right(b).detach())
+    z0 = (model.left(zeros[0]).detach(), model.right(zeros[1]).detach())
+    expected = _gauss_legendre_ig(head, z, z0, 40)
+    for got, want in zip(listed, expected):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    change = head(*z) - head(*z0)
+    torch.testing.assert_close(delta, sum(e.flatten(1).sum(1) for e in expected) - change, rtol=0, atol=1e-10)
+    assert delta.abs().max() < 1e-6  # both layers together carry the whole change
+
+
+def test_layer_ig_list_matches_captum() -> None:
+    model, a, b = _towers()
+    zeros = (torch.zeros_like(a), torch.zeros_like(b))
+    ours = LayerIntegratedGradients(model, [model.left, model.right]).attribute((a, b), zeros, target=0)
+    theirs = _quiet(captum_attr.LayerIntegratedGradients(model, [model.left, model.right]).attribute, (a, b), zeros, 0)
+    for got, want in zip(ours, theirs):
+        _close(got, want, QUADRATURE)
+
+
+def test_list_with_an_unused_layer_and_shared_activations() -> None:
+    class Unused(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.spare = nn.Linear(3, 2), nn.Linear(3, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.spare(x)  # runs, but the output does not use it (torch.export drops it)
+            return self.fc(x)
+
+    model = Unused().to(DTYPE).eval()
+    x = _randn(2, 3, seed=1)
+    layer_gxa = LayerGradientXActivation(model, [model.fc, model.spare])
+    with pytest.raises(ValueError, match="materialize_grads"):
+        layer_gxa.attribute(x, target=0)
+    used, spare = layer_gxa.attribute(x, target=0, grad_kwargs={"materialize_grads": True})
+    torch.testing.assert_close(spare, torch.zeros(2, 2, dtype=DTYPE), rtol=0, atol=0)
+    torch.testing.assert_close(used[:, 1], torch.zeros(2, dtype=DTYPE), rtol=0, atol=0)
+    torch.testing.assert_close(used[:, 0], model.fc(x)[:, 0].detach(), rtol=0, atol=0)
+    listed = LayerActivation(model, [model.fc, model.spare]).attribute(x)
+    torch.testing.assert_close(listed[1], model.spare(x).detach(), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="share the activation"):
+        LayerIntegratedGradients(model, [model.fc, "fc"]).attribute(x, target=0)
+    with pytest.raises(ValueError, match="empty list"):
+        LayerActivation(model, [])

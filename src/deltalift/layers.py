@@ -8,6 +8,8 @@ it (several for a module that takes several).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Union
 
 import torch
@@ -105,7 +107,56 @@ def capture_with_layers(
     return program, nodes
 
 
-def capture_marked(model: nn.Module, args: tuple[Any, ...], batch_size: int, path: str) -> CapturedProgram:
+@dataclass(frozen=True)
+class LayerSites:
+    """Where the activations of each of several layers are in one captured program.
+
+    ``nodes[i]`` holds layer ``i``'s activation nodes (several for a module that returns or takes
+    several tensors); ``unused`` maps the index of a layer the model's output does not use (so the
+    graph lacks it) to its module path.
+    """
+
+    program: CapturedProgram
+    nodes: list[list[torch.fx.Node]]
+    unused: dict[int, str]
+
+
+def capture_with_layer_list(
+    model: nn.Module,
+    args: tuple[Any, ...],
+    batch_size: int,
+    layers: Sequence[LayerType],
+    n_explained: int,
+    use_input: bool = False,
+) -> LayerSites:
+    """The captured model with the activations of every layer of ``layers`` found in it (Captum's
+    list of layers), as :func:`capture_with_layers` finds one layer's: the modules that need
+    their activations recorded (:func:`capture_marked`) are all marked in one capture."""
+    plain = capture(model, args, batch_size)
+    marks: list[str] = []
+    unused: dict[int, str] = {}
+    for i, layer in enumerate(layers):
+        try:
+            program, _ = capture_with_layers(model, args, batch_size, layer, n_explained, use_input)
+        except LayerUnused as missing:
+            unused[i] = missing.path
+            continue
+        path = _module_path(model, layer)
+        if program is not plain and path is not None and path not in marks:
+            marks.append(path)
+    program = (
+        plain if not marks else capture_marked(model, args, batch_size, marks[0] if len(marks) == 1 else tuple(marks))
+    )
+    nodes = [
+        [] if i in unused else find_layers(program, model, layer, n_explained, use_input)
+        for i, layer in enumerate(layers)
+    ]
+    return LayerSites(program, nodes, unused)
+
+
+def capture_marked(
+    model: nn.Module, args: tuple[Any, ...], batch_size: int, path: str | tuple[str, ...]
+) -> CapturedProgram:
     """``model(*args)`` captured with the activations of the submodule at ``path`` recorded inside
     its call: its outputs by :func:`deltalift.capture.capture`'s ``mark``, its floating
     positional inputs by a forward pre-hook installed here (``input * 1``).  The graph then
@@ -118,11 +169,13 @@ def capture_marked(model: nn.Module, args: tuple[Any, ...], batch_size: int, pat
     def record(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(v * 1 if isinstance(v, torch.Tensor) and v.is_floating_point() else v for v in inputs)
 
-    handle = model.get_submodule(path).register_forward_pre_hook(record)
+    paths = (path,) if isinstance(path, str) else path
+    handles = [model.get_submodule(p).register_forward_pre_hook(record) for p in paths]
     try:
         return capture(model, args, batch_size, mark=path)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
 def find_layer(

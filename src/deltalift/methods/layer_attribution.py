@@ -38,11 +38,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from deltalift.capture import CapturedProgram
 from deltalift.convergence import per_example_sum
 from deltalift.engine import run_plain
-from deltalift.inputs import BaselineType, TargetType, TensorOrTuple, as_tuple, check_baselines, select_target
-from deltalift.layers import LayerType, capture_with_layer
+from deltalift.inputs import (
+    BaselineType,
+    TargetType,
+    TensorOrTuple,
+    as_tuple,
+    check_baselines,
+    check_grad_kwargs,
+    select_target,
+)
+from deltalift.layers import LayerSites, LayerType, capture_with_layer_list, eager_layer_values
 from deltalift.methods.base import AttributionMethod, Model
 from deltalift.methods.grad_cam import _check_layer, _no_device_ids, interpolate
 from deltalift.methods.integrated_gradients import integrate_gradients
@@ -54,23 +61,143 @@ Tensor = torch.Tensor
 # walks at a layer, with inputs of any dtype (token ids too)
 
 
-def capture_layer(
-    module: nn.Module, inputs: tuple[Tensor, ...], extra: tuple[Any, ...], layer: LayerType, layer_input: bool
-) -> tuple[CapturedProgram, torch.fx.Node]:
-    """The captured ``module(*inputs, *extra)`` and the node of the layer's output (or input)."""
-    return capture_with_layer(module, inputs + extra, inputs[0].shape[0], layer, len(inputs), layer_input)
+def layer_list(layer: Any) -> tuple[list[LayerType], bool]:
+    """The layers of a method (Captum's ``layer``: one, or a list of them) and whether a list was
+    given (then the results are a list, one entry per layer)."""
+    given_list = isinstance(layer, (list, tuple))
+    layers = list(layer) if given_list else [layer]
+    if given_list and not layers:
+        raise ValueError("layer is an empty list; pass a layer or a list of layers")
+    for one in layers:
+        _check_layer(one)
+    return layers, given_list
+
+
+def per_layer(values: list[tuple[Tensor, ...]], given_list: bool) -> Any:
+    """Captum's result shape: per layer a tensor, or a tuple for a layer with several tensors;
+    a list of these for a list of layers."""
+    shaped = [v[0] if len(v) == 1 else v for v in values]
+    return shaped if given_list else shaped[0]
+
+
+def _sites(
+    module: nn.Module, inputs: tuple[Tensor, ...], extra: tuple[Any, ...], layers: list[LayerType], layer_input: bool
+) -> LayerSites:
+    sites = capture_with_layer_list(module, inputs + extra, inputs[0].shape[0], layers, len(inputs), layer_input)
+    seen: dict[torch.fx.Node, int] = {}
+    for i, nodes in enumerate(sites.nodes):
+        for node in nodes:
+            if node in seen and seen[node] != i:
+                raise ValueError(
+                    f"layers {seen[node]} and {i} of the list share the activation {node.name}; a list of layers "
+                    "must hold independent activations (Captum's condition): pass them in separate calls"
+                )
+            seen[node] = i
+    return sites
+
+
+def layer_activations(
+    module: nn.Module, inputs: tuple[Tensor, ...], extra: tuple[Any, ...], layers: list[LayerType], layer_input: bool
+) -> list[tuple[Tensor, ...]]:
+    """Each layer's output (or input) activations for ``inputs``, in one walk without autograd; a
+    layer the output does not use is read from the model run as it is."""
+    sites = _sites(module, inputs, extra, layers, layer_input)
+    recorded: dict[torch.fx.Node, Any] = {}
+
+    def keep(node: torch.fx.Node) -> Callable[[Any], Any]:
+        def record(value: Any) -> Any:
+            recorded[node] = value
+            return value
+
+        return record
+
+    taps = [(node, keep(node)) for nodes in sites.nodes for node in nodes]
+    last = max((node for node, _ in taps), key=list(sites.program.graph.nodes).index, default=None)
+    if taps:
+        with torch.no_grad():
+            run_plain(sites.program, module, list(inputs) + list(extra), tap=taps, until=last)
+    return [
+        eager_layer_values(module, sites.unused[i], inputs + extra, layer_input)[0]
+        if i in sites.unused
+        else tuple(recorded[node] for node in nodes)
+        for i, nodes in enumerate(sites.nodes)
+    ]
+
+
+def layer_gradients(
+    module: nn.Module,
+    inputs: tuple[Tensor, ...],
+    extra: tuple[Any, ...],
+    layers: list[LayerType],
+    layer_input: bool,
+    target: TargetType,
+    replace: Callable[[int, Tensor], Tensor] | None = None,
+    grad_kwargs: dict[str, Any] | None = None,
+) -> tuple[list[tuple[Tensor, ...]], list[tuple[Tensor, ...]]]:
+    """Each layer's activations (detached) and ``dt/dz`` there, from one walk and one backward.
+
+    ``dt/dz`` is the total derivative, also through the other layers of the list (Captum's hooks
+    read it so): each activation gets a zero leaf added, ``z + 0``, and the gradient is taken at
+    the leaves.  ``replace(k, value)`` instead maps the ``k``-th activation (counted over the
+    layers in order) that the inputs give to a fresh leaf the rest of the graph runs from (the path
+    points of Integrated Gradients, whose layers must be independent).
+    ``grad_kwargs`` go to ``torch.autograd.grad``; a layer the output does not use has a zero
+    gradient with ``{"materialize_grads": True}`` (Captum's option) and is refused otherwise.
+    """
+    options = check_grad_kwargs(grad_kwargs)
+    sites = _sites(module, inputs, extra, layers, layer_input)
+    if sites.unused and not options.get("materialize_grads"):
+        path = next(iter(sites.unused.values()))
+        raise ValueError(
+            f"layer {path} is not used by the model's output, so its gradient is zero. Pass "
+            "grad_kwargs={'materialize_grads': True} to get zeros (as Captum), or choose a layer the output uses"
+        )
+    order = [node for nodes in sites.nodes for node in nodes]
+    leaves: dict[torch.fx.Node, Tensor] = {}
+    values: dict[torch.fx.Node, Tensor] = {}
+
+    def make_leaf(k: int, node: torch.fx.Node) -> Callable[[Any], Tensor]:
+        def tap(value: Any) -> Tensor:
+            if not isinstance(value, Tensor) or not value.is_floating_point():
+                raise ValueError(f"the chosen layer's activation ({node.name}) is not a floating tensor")
+            if replace is not None:
+                leaves[node] = values[node] = replace(k, value).detach().requires_grad_(True)
+                return leaves[node]
+            leaves[node] = torch.zeros_like(value, requires_grad=True)
+            values[node] = value.detach()
+            return value + leaves[node]
+
+        return tap
+
+    with torch.enable_grad():
+        outputs = run_plain(
+            sites.program, module, list(inputs) + list(extra), tap=[(n, make_leaf(k, n)) for k, n in enumerate(order)]
+        )
+        if len(outputs) != 1:
+            raise ValueError(f"the model returns {len(outputs)} tensors; explain a model with one output tensor")
+        t = select_target(outputs[0], target, inputs[0].shape[0])
+        wanted = [leaves[n] for n in order]
+        grads = torch.autograd.grad(t.sum(), wanted, **{"allow_unused": True, **options}) if wanted else ()
+    gradient_of = {n: torch.zeros_like(leaves[n]) if g is None else g for n, g in zip(order, grads)}
+    activations: list[tuple[Tensor, ...]] = []
+    gradients: list[tuple[Tensor, ...]] = []
+    for i, nodes in enumerate(sites.nodes):
+        if i in sites.unused:
+            eager = eager_layer_values(module, sites.unused[i], inputs + extra, layer_input)[0]
+            activations.append(eager)
+            gradients.append(tuple(torch.zeros_like(v) for v in eager))
+        else:
+            activations.append(tuple(values[n].detach() for n in nodes))
+            gradients.append(tuple(gradient_of[n] for n in nodes))
+    return activations, gradients
 
 
 def layer_activation(
     module: nn.Module, inputs: tuple[Tensor, ...], extra: tuple[Any, ...], layer: LayerType, layer_input: bool
 ) -> Tensor:
-    """The layer's activation for ``inputs`` (no autograd; the walk stops at the layer)."""
-    program, node = capture_layer(module, inputs, extra, layer, layer_input)
-    with torch.no_grad():
-        value = run_plain(program, module, list(inputs) + list(extra), until=node)
-    if not isinstance(value, Tensor):
-        raise ValueError(f"the chosen layer's activation ({node.name}) is not one tensor")
-    return value
+    """One layer's activation tensor for ``inputs`` (see :func:`layer_activations`)."""
+    (values,) = layer_activations(module, inputs, extra, [layer], layer_input)
+    return _one_tensor(values, layer)
 
 
 def layer_gradient(
@@ -80,33 +207,17 @@ def layer_gradient(
     layer: LayerType,
     layer_input: bool,
     target: TargetType,
-    replace: Callable[[Tensor], Tensor] | None = None,
     grad_kwargs: dict[str, Any] | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """The layer's activation (detached) and ``dt/dz`` there.
+    """One layer's activation tensor (detached) and ``dt/dz`` there (see :func:`layer_gradients`)."""
+    (values,), (grads,) = layer_gradients(module, inputs, extra, [layer], layer_input, target, None, grad_kwargs)
+    return _one_tensor(values, layer), _one_tensor(grads, layer)
 
-    The activation is made a leaf, so nothing is differentiated below the layer; ``replace``
-    maps the activation the inputs give to the one the rest of the graph runs from (the path
-    points of Integrated Gradients).  ``grad_kwargs`` go to ``torch.autograd.grad``.
-    """
-    program, node = capture_layer(module, inputs, extra, layer, layer_input)
-    recorded: list[Tensor] = []
 
-    def tap(value: Any) -> Tensor:
-        if not isinstance(value, Tensor) or not value.is_floating_point():
-            raise ValueError(f"the chosen layer's activation ({node.name}) is not one floating tensor")
-        leaf = (value if replace is None else replace(value)).detach().requires_grad_(True)
-        recorded.append(leaf)
-        return leaf
-
-    with torch.enable_grad():
-        outputs = run_plain(program, module, list(inputs) + list(extra), tap=(node, tap))
-        if len(outputs) != 1:
-            raise ValueError(f"the model returns {len(outputs)} tensors; explain a model with one output tensor")
-        t = select_target(outputs[0], target, inputs[0].shape[0])
-        (grad,) = torch.autograd.grad(t.sum(), recorded, **{"allow_unused": True, **(grad_kwargs or {})})
-    (leaf,) = recorded
-    return leaf.detach(), torch.zeros_like(leaf) if grad is None else grad
+def _one_tensor(values: tuple[Tensor, ...], layer: LayerType) -> Tensor:
+    if len(values) != 1:
+        raise ValueError(f"the layer {layer!r} has {len(values)} activation tensors; pass one by graph node name")
+    return values[0]
 
 
 def target_change(
@@ -138,7 +249,7 @@ class _LayerMethod(AttributionMethod):
         self, forward_func: Model, layer: LayerType, device_ids: Any = None, multiply_by_inputs: bool | None = None
     ) -> None:
         _no_device_ids(device_ids)
-        _check_layer(layer)
+        self._layers, self._given_list = layer_list(layer)
         super().__init__(forward_func, multiply_by_inputs)
         self.layer = layer
         self.device_ids = device_ids
@@ -167,13 +278,13 @@ class LayerActivation(_LayerMethod):
         The model: an ``nn.Module`` or a forward function that ``torch.export`` can capture.
     layer:
         A module of the model, a module path (``"features.3"``) or a graph node name
-        (``"relu_1"``, as in ``torch.export``'s printout).  One layer (Captum's list of layers
-        is not supported).
+        (``"relu_1"``, as in ``torch.export``'s printout), or a list of them (Captum's list of
+        layers: the results are then a list, one entry per layer, in the same order).  A layer
+        with several activation tensors (a module returning a tuple, or taking several inputs
+        with ``attribute_to_layer_input``) gives a tuple of them.
     device_ids:
         Captum's DataParallel argument; must be ``None``.
     """
-
-    multiplies_by_inputs_default = False
 
     def __init__(self, forward_func: Model, layer: LayerType, device_ids: Any = None) -> None:
         super().__init__(forward_func, layer, device_ids)
@@ -189,11 +300,13 @@ class LayerActivation(_LayerMethod):
 
         Returns
         -------
-        A tensor ``(batch, ...)`` shaped like the activation.
+        A tensor ``(batch, ...)`` shaped like the activation (a tuple for a layer with several
+        activation tensors; a list, one entry per layer, for a list of layers).
         """
         tensors, _ = self._format_inputs(inputs, allow_integer=True)
         extra = as_tuple(additional_forward_args)
-        return layer_activation(self._module, tensors, extra, self.layer, attribute_to_layer_input)
+        values = layer_activations(self._module, tensors, extra, self._layers, attribute_to_layer_input)
+        return per_layer(values, self._given_list)
 
 
 class LayerGradientXActivation(_LayerMethod):
@@ -244,14 +357,17 @@ class LayerGradientXActivation(_LayerMethod):
 
         Returns
         -------
-        A tensor shaped like the layer's activation.
+        A tensor shaped like the layer's activation (a tuple, or a list per layer, as
+        :meth:`LayerActivation.attribute`).
         """
         tensors, _ = self._format_inputs(inputs, allow_integer=True)
         extra = as_tuple(additional_forward_args)
-        activation, gradient = layer_gradient(
-            self._module, tensors, extra, self.layer, attribute_to_layer_input, target, grad_kwargs=grad_kwargs
+        activations, gradients = layer_gradients(
+            self._module, tensors, extra, self._layers, attribute_to_layer_input, target, grad_kwargs=grad_kwargs
         )
-        return gradient * activation if self.multiplies_by_inputs else gradient
+        if self.multiplies_by_inputs:
+            gradients = [tuple(g * a for g, a in zip(gs, acts)) for gs, acts in zip(gradients, activations)]
+        return per_layer(gradients, self._given_list)
 
 
 class LayerIntegratedGradients(_LayerMethod):
@@ -316,50 +432,58 @@ class LayerIntegratedGradients(_LayerMethod):
 
         Returns
         -------
-        A tensor shaped like the layer's activation, and the delta when asked.
+        A tensor shaped like the layer's activation (a tuple, or a list per layer, as
+        :meth:`LayerActivation.attribute`; the layers of a list are interpolated together, and
+        the delta sums all their attributions), and the delta when asked.
         """
         tensors, _ = self._format_inputs(inputs, allow_integer=True)
         extra = as_tuple(additional_forward_args)
         references = full_references(baselines, tensors)
-        module, layer, n = self._module, self.layer, len(tensors)
-        z_input = layer_activation(module, tensors, extra, layer, attribute_to_layer_input)
-        z_reference = layer_activation(module, references, extra, layer, attribute_to_layer_input)
-        if not z_input.is_floating_point():
-            raise ValueError(
-                f"the layer's activation has dtype {z_input.dtype}; Integrated Gradients needs a floating "
-                "activation (for token ids, attribute at the embedding's output)"
-            )
+        module, layers, n = self._module, self._layers, len(tensors)
+        z_input = layer_activations(module, tensors, extra, layers, attribute_to_layer_input)
+        z_reference = layer_activations(module, references, extra, layers, attribute_to_layer_input)
+        flat_input = tuple(z for values in z_input for z in values)
+        flat_reference = tuple(z for values in z_reference for z in values)
+        for z in flat_input:
+            if not z.is_floating_point():
+                raise ValueError(
+                    f"the layer's activation has dtype {z.dtype}; Integrated Gradients needs a floating "
+                    "activation (for token ids, attribute at the embedding's output)"
+                )
 
-        def gradient_at_layer(scaled: tuple[Tensor, ...], tgt: TargetType, args: tuple[Any, ...]) -> tuple[Tensor, ...]:
-            (points,) = scaled
-
-            def path_point(value: Tensor) -> Tensor:
-                if value.shape != points.shape:
+        def gradient_at_layers(
+            scaled: tuple[Tensor, ...], tgt: TargetType, args: tuple[Any, ...]
+        ) -> tuple[Tensor, ...]:
+            def path_point(k: int, value: Tensor) -> Tensor:
+                if value.shape != scaled[k].shape:
                     raise ValueError(
                         f"the layer's activation for the repeated inputs has shape {tuple(value.shape)}, "
-                        f"expected {tuple(points.shape)} (steps x examples): the layer must keep the batch "
+                        f"expected {tuple(scaled[k].shape)} (steps x examples): the layer must keep the batch "
                         "dimension first"
                     )
-                return points.to(value.dtype)
+                return scaled[k].to(value.dtype)
 
-            _, grad = layer_gradient(
-                module, args[:n], args[n:], layer, attribute_to_layer_input, tgt, path_point, grad_kwargs
+            _, grads = layer_gradients(
+                module, args[:n], args[n:], layers, attribute_to_layer_input, tgt, path_point, grad_kwargs
             )
-            return (grad,)
+            return tuple(g for values in grads for g in values)
 
-        (averaged,) = integrate_gradients(
-            gradient_at_layer,
-            (z_input,),
-            (z_reference,),
+        averaged = integrate_gradients(
+            gradient_at_layers,
+            flat_input,
+            flat_reference,
             target,
             tensors + extra,
             n_steps,
             method,
             internal_batch_size,
         )
-        contributions = averaged * (z_input - z_reference)
-        result = contributions if self.multiplies_by_inputs else averaged
+        contributions = tuple(g * (z - z0) for g, z, z0 in zip(averaged, flat_input, flat_reference))
+        flat = contributions if self.multiplies_by_inputs else averaged
+        sizes = [len(values) for values in z_input]
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        result = per_layer([flat[a : a + size] for a, size in zip(starts, sizes)], self._given_list)
         if not return_convergence_delta:
             return result
-        delta = per_example_sum((contributions,)) - target_change(module, tensors, references, target, extra)
+        delta = per_example_sum(contributions) - target_change(module, tensors, references, target, extra)
         return result, delta
