@@ -98,7 +98,7 @@ def overlay(
         raise ValueError(f"strength must be in [0, 1], got {strength}")
     values = to_numpy(attributions)
     if values.ndim == 3:
-        values = attribution_map(values[None])[0]
+        values = values.sum(axis=0)  # (C, H, W): summed over the channels
     shown = display_image(image)
     if values.shape != shown.shape[:2]:
         raise ValueError(f"the attribution map is {values.shape} but the image is {shown.shape[:2]}")

@@ -84,7 +84,10 @@ def _picture(explanation: Explanation, method: str, index: int) -> tuple[str, fl
 
 
 def _settings_text(settings: dict[str, Any]) -> str:
-    return ", ".join(f"{key}={json.dumps(value, default=str)}" for key, value in settings.items()) or "(none)"
+    def text(value: Any) -> str:
+        return value if isinstance(value, str) else json.dumps(value, default=str)
+
+    return ", ".join(f"{key}={text(value)}" for key, value in settings.items()) or "(none)"
 
 
 def _delta_text(explanation: Explanation, method: str, index: int) -> str:
