@@ -12,8 +12,9 @@ built as ``Method(model, **method_options)`` once per process, and called as Cap
 ``attribute(inputs, baselines=..., target=..., **attribute_options)`` in batches of ``batch_size``;
 ``baselines`` is passed only to methods that take it. ``target=None`` explains the predicted class,
 ``argmax model(x)``. A method that draws random numbers (``NoiseTunnel``, ``GradientShap``) is
-seeded per shard from ``random_state`` and the shard's first item, so that a resumed or Ray run
-gives the same shards. :func:`attribute_arrays` runs the job (see :func:`deltalift.runner.run_job`)
+seeded per shard from ``random_state`` and the shard's first item (torch's and numpy's global
+generators, restored afterwards, and a method's own ``random_state`` option unless given), so that
+a resumed or Ray run gives the same shards. :func:`attribute_arrays` runs the job (see :func:`deltalift.runner.run_job`)
 and writes ``attributions.npy`` (shaped like the inputs), ``targets.npy`` and ``names.txt``.
 """
 
@@ -220,7 +221,18 @@ class ArrayAttributionJob:
         seed = int.from_bytes(
             hashlib.blake2b(f"{self.random_state}:{start}".encode(), digest_size=8).digest(), "little"
         )
-        torch.manual_seed(seed)
+        numpy_state = np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                np.random.seed(seed % 2**32)  # Captum-style methods draw from numpy's global generator
+                return self._compute(start, stop, model, parameters, seed)
+        finally:
+            np.random.set_state(numpy_state)
+
+    def _compute(
+        self, start: int, stop: int, model: nn.Module, parameters: Mapping[str, Any], seed: int
+    ) -> dict[str, np.ndarray]:
         x_all = self.examples(start, stop)
         attributions, targets = [], []
         for first in range(0, len(x_all), self.batch_size):
@@ -231,6 +243,8 @@ class ArrayAttributionJob:
             else:
                 target = torch.full((len(x),), int(self.target), dtype=torch.int64, device=x.device)
             options = dict(self.attribute_options)
+            if "random_state" in parameters and "random_state" not in options:
+                options["random_state"] = (seed + first) % 2**63
             if "baselines" in parameters:
                 options["baselines"] = self._baselines(x).to(self.device)
             result = self._explainer.attribute(x, target=target, **options)
