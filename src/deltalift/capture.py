@@ -10,6 +10,9 @@ into pieces (SiLU, Hardswish, Softplus, Mish, ...) are kept whole, so Rescale se
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
+import json
 import logging
 import math
 import weakref
@@ -23,11 +26,12 @@ from torch.export import Dim, default_decompositions, export
 from torch.export.graph_signature import InputKind, OutputKind
 from torch.utils._pytree import tree_flatten, tree_map
 
+from deltalift import capture_cache
 from deltalift.errors import CaptureError
 from deltalift.rules import KEEP_UNDECOMPOSED
 
 
-@dataclass
+@dataclass(eq=False)  # compared, and hashed, by identity
 class CapturedProgram:
     """A captured model: its ATen graph and how to feed its placeholders.
 
@@ -58,6 +62,8 @@ class _CallableModule(nn.Module):
     def forward(self, *args: Any) -> Any:
         return self.fn(*args)
 
+
+_log = logging.getLogger(__name__)
 
 _cache: weakref.WeakKeyDictionary[Any, dict[Any, CapturedProgram]] = weakref.WeakKeyDictionary()
 _wrappers: weakref.WeakKeyDictionary[Any, nn.Module] = weakref.WeakKeyDictionary()
@@ -141,18 +147,126 @@ def capture(
         key = (_signature(args, batch_size, dynamic), model.training, mark)
         if key in per_model:
             return per_model[key]
+    attempts = (True, False) if batch_size >= 2 else (False,)
+    on_disk = _DiskEntries(model, args, batch_size, mark)
+    for dynamic in attempts:
+        stored = on_disk.load(dynamic)
+        if stored is not None:
+            per_model[(_signature(args, batch_size, dynamic), model.training, mark)] = stored
+            return stored
     error: Exception | None = None
-    for dynamic in (True, False) if batch_size >= 2 else (False,):
+    for dynamic in attempts:
         try:
             with _quiet_torch_logs(), _marked_output(model, mark):
-                program = _export(model, args, batch_size, dynamic)
+                exported = _export(model, args, batch_size, dynamic)
+                program = _to_captured(exported, dynamic)
         except Exception as exc:  # export raises many types; report the first cause
             error = exc
             continue
         per_model[(_signature(args, batch_size, dynamic), model.training, mark)] = program
+        on_disk.save(dynamic, exported, program)
         return program
     assert error is not None
     raise _capture_error(model, args, error) from error
+
+
+class _DiskEntries:
+    """The disk cache (:mod:`deltalift.capture_cache`) for one capture: the model's part of the
+    key is computed once (``None`` when the model cannot be cached, or the cache is off)."""
+
+    def __init__(
+        self, model: nn.Module, args: tuple[Any, ...], batch_size: int, mark: str | tuple[str, ...] | None
+    ) -> None:
+        self.model, self.args, self.batch_size, self.mark = model, args, batch_size, mark
+        self.model_part: str | None = None
+        if not capture_cache.is_enabled():
+            return
+        try:
+            self.model_part = capture_cache.model_fingerprint(model)
+        except capture_cache.NotCacheable as reason:
+            _log.debug("deltalift: %s is captured without the disk cache: %s", type(model).__name__, reason)
+        except Exception as exc:  # an attribute that cannot be described: capture as before
+            _log.debug("deltalift: no disk cache key for %s: %r", type(model).__name__, exc)
+
+    def _key(self, dynamic: bool) -> str:
+        assert self.model_part is not None
+        signature = _signature(self.args, self.batch_size, dynamic)
+        return capture_cache.entry_key(self.model_part, signature, self.mark, dynamic, _capture_code_fingerprint())
+
+    def load(self, dynamic: bool) -> CapturedProgram | None:
+        if self.model_part is None:
+            return None
+        key = self._key(dynamic)
+        payload = capture_cache.load(self.model_part, key)
+        if payload is None:
+            return None
+        try:
+            program = _from_payload(payload, self.model)
+        except Exception as exc:  # an entry that does not give a valid program: capture again
+            capture_cache.discard(capture_cache.entry_path(self.model_part, key), exc)
+            return None
+        return program
+
+    def save(self, dynamic: bool, exported: torch.export.ExportedProgram, program: CapturedProgram) -> None:
+        if self.model_part is None:
+            return
+        try:
+            payload = _to_payload(exported, program)
+        except capture_cache.NotCacheable as reason:
+            _log.debug("deltalift: the graph of %s is not stored on disk: %s", type(self.model).__name__, reason)
+            return
+        capture_cache.save(self.model_part, self._key(dynamic), payload)
+
+
+def _to_payload(exported: torch.export.ExportedProgram, program: CapturedProgram) -> dict[str, Any]:
+    """A captured program as plain data and tensors: the graph, how its placeholders are fed, and
+    the lifted constants; parameters and persistent buffers are read live, so they are not stored."""
+    constants: dict[str, torch.Tensor] = {}
+    for name, value in program.constants.items():
+        if not isinstance(value, torch.Tensor):
+            raise capture_cache.NotCacheable(f"the constant {name} is a {type(value).__name__}, not a tensor")
+        constants[name] = value.detach()
+    described = {
+        "graph": capture_cache.encode_graph(program.graph),
+        "placeholders": [[kind, key] for kind, key in program.placeholders],
+        "user_output_positions": list(program.user_output_positions),
+        "batch_dynamic": program.batch_dynamic,
+        "model_buffers": [
+            spec.target
+            for spec in exported.graph_signature.input_specs
+            if spec.kind == InputKind.BUFFER and spec.persistent is False and spec.target is not None
+        ],
+    }
+    return {"program": json.dumps(described), "constants": constants}
+
+
+def _from_payload(payload: dict[str, Any], model: nn.Module) -> CapturedProgram:
+    """The program :func:`_to_payload` stored.  Non-persistent buffers are graph constants: they
+    are taken from this model, as a capture would (the stored ones are the first model's)."""
+    described = json.loads(payload["program"])
+    constants = dict(payload["constants"])
+    for target in described["model_buffers"]:
+        constants[target] = state_value(model, target)
+    graph = capture_cache.decode_graph(described["graph"])
+    placeholders = [(str(kind), key) for kind, key in described["placeholders"]]
+    if len(placeholders) != sum(1 for node in graph.nodes if node.op == "placeholder"):
+        raise ValueError("the stored placeholders do not match the stored graph")
+    return CapturedProgram(
+        graph=graph,
+        placeholders=placeholders,
+        user_output_positions=[int(i) for i in described["user_output_positions"]],
+        constants=constants,
+        batch_dynamic=bool(described["batch_dynamic"]),
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _capture_code_fingerprint() -> str:
+    """What, besides the model and the torch version (which fixes torch's decomposition table),
+    determines a captured graph: this module's code and the ops kept whole."""
+    with open(__file__, "rb") as handle:
+        own = handle.read()
+    return hashlib.sha256(own + repr(sorted(map(str, KEEP_UNDECOMPOSED))).encode()).hexdigest()
 
 
 @contextlib.contextmanager
@@ -248,7 +362,9 @@ def _quiet_torch_logs() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _export(model: nn.Module, args: tuple[Any, ...], batch_size: int, dynamic: bool) -> CapturedProgram:
+def _export(model: nn.Module, args: tuple[Any, ...], batch_size: int, dynamic: bool) -> torch.export.ExportedProgram:
+    """``torch.export`` (non-strict, with the batch dimension dynamic when asked) and the
+    decompositions of :func:`_decomposition_table`."""
     dynamic_shapes = None
     if dynamic:
         batch = Dim("batch")
@@ -259,7 +375,7 @@ def _export(model: nn.Module, args: tuple[Any, ...], batch_size: int, dynamic: b
             args,
         )
     program = export(model, args, dynamic_shapes=dynamic_shapes, strict=False)
-    return _to_captured(program.run_decompositions(_decomposition_table()), dynamic)
+    return program.run_decompositions(_decomposition_table())
 
 
 def _decomposition_table() -> dict[Any, Any]:
@@ -370,8 +486,14 @@ def state_value(model: nn.Module, target: str) -> torch.Tensor:
 
 
 def clear_cache(model: Any | None = None) -> None:
-    """Forget captured graphs (of one model, or of all); needed after editing a model's code."""
+    """Forget captured graphs (of one model, or of all) held in memory; for one model, also its
+    entries in the disk cache.  Needed after editing a model's code in a way the disk cache's
+    key does not see (a helper in another file of an unversioned package); the whole disk cache
+    is emptied by :func:`deltalift.capture_cache.clear`."""
     if model is None:
         _cache.clear()
-    else:
-        _cache.pop(as_module(model), None)
+        return
+    module = as_module(model)
+    _cache.pop(module, None)
+    with contextlib.suppress(Exception):  # a model without a disk cache key has no entries
+        capture_cache.clear(capture_cache.model_fingerprint(module))
