@@ -29,9 +29,8 @@ def tiny_model() -> nn.Module:
     ).eval()
 
 
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("genome")
+def make_inputs(root):
+    """A genome FASTA, a narrowPeak file and a saved model in ``root``; returns ``(root, genome)``."""
     rng = np.random.default_rng(0)
     genome = {c: "".join(rng.choice(list("ACGT"), n)) for c, n in CHROMS.items()}
     genome["chr2"] = genome["chr2"][:40] + "N" * 6 + genome["chr2"][46:]
@@ -49,6 +48,11 @@ def inputs(tmp_path_factory):
     )
     torch.save(tiny_model(), root / "model.pt")
     return root, genome
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    return make_inputs(tmp_path_factory.mktemp("genome"))
 
 
 #: One instance for the tests that pass a module: deltalift captures a model once per instance.

@@ -73,7 +73,7 @@ def run_on_ray(job: ShardJob, store: ShardStore, pending: list[int], options: Ra
             ShardWorker,
             fn_constructor_kwargs={"job": job, "store": store, "threads": int(options.num_cpus)},
             batch_size=1,
-            concurrency=min(actors, len(pending)),
+            compute=ray.data.ActorPoolStrategy(size=min(actors, len(pending))),
             num_gpus=options.num_gpus or None,
             num_cpus=options.num_cpus,
         )
