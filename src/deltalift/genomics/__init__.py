@@ -11,6 +11,15 @@
 - :mod:`~deltalift.genomics.attribute`: DeepLIFT-SHAP over dinucleotide shuffles, ``(N, 4, L)``: a drop-in for
   ``tangermeme.deep_lift_shap.deep_lift_shap`` (its signature, its results given the same references).
 
+Genome-wide (``pip install 'deltalift[genomics]'``; docs/genome-wide.md):
+
+- :mod:`~deltalift.genomics.regions`: BED / narrowPeak regions, summit-centred or tiled windows, chromosome
+  filters, edges.
+- :mod:`~deltalift.genomics.genome`: window sequences from an indexed genome FASTA (pyfaidx), plain or bgzipped.
+- :mod:`~deltalift.genomics.bigwig`: per-base contribution tracks (pyBigWig), overlaps averaged or nearest-centre.
+- :mod:`~deltalift.genomics.models`: model files and bpnet-lite's count / profile heads.
+- :func:`attribute_regions` (:mod:`deltalift.runner.genomics`): all of it in resumable shards, optionally on Ray.
+
 A typical run (or ``deltalift genomics attribute --model m.pt --fasta peaks.fa --out DIR``)::
 
     X = one_hot_encode_fasta("peaks.fa")                                  # (N, 4, L)
@@ -19,28 +28,43 @@ A typical run (or ``deltalift genomics attribute --model m.pt --fasta peaks.fa -
 """
 
 from deltalift.genomics.attribute import AttributionReferences, ConvergenceThresholdWarning, deep_lift_shap
+from deltalift.genomics.bigwig import write_contribution_bigwig
+from deltalift.genomics.genome import Genome
 from deltalift.genomics.hypothetical import hypothetical_contributions
 from deltalift.genomics.logo import plot_logo
+from deltalift.genomics.models import load_sequence_model, sequence_head
 from deltalift.genomics.modisco import load_modisco_inputs, save_modisco_inputs
 from deltalift.genomics.one_hot import decode_one_hot, one_hot_encode, one_hot_encode_fasta, read_fasta
 from deltalift.genomics.references import background_frequencies, dinucleotide_shuffled, shuffled
+from deltalift.genomics.regions import Region, Window, read_bed, summit_windows, tiled_windows
 from deltalift.genomics.shuffle import dinucleotide_shuffle, shuffle
+from deltalift.runner.genomics import attribute_regions
 
 __all__ = [
     "AttributionReferences",
     "ConvergenceThresholdWarning",
+    "Genome",
+    "Region",
+    "Window",
+    "attribute_regions",
     "background_frequencies",
-    "deep_lift_shap",
     "decode_one_hot",
+    "deep_lift_shap",
     "dinucleotide_shuffle",
     "dinucleotide_shuffled",
     "hypothetical_contributions",
     "load_modisco_inputs",
+    "load_sequence_model",
     "one_hot_encode",
     "one_hot_encode_fasta",
     "plot_logo",
+    "read_bed",
     "read_fasta",
     "save_modisco_inputs",
+    "sequence_head",
     "shuffle",
     "shuffled",
+    "summit_windows",
+    "tiled_windows",
+    "write_contribution_bigwig",
 ]
