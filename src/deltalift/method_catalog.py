@@ -12,13 +12,16 @@ The methods and the papers they come from:
 - ``deeplift-shap``: :class:`~deltalift.DeepLiftShap`, the mean of DeepLIFT over a background
   sample of ``shap_references`` inputs (Lundberg & Lee 2017, section 4.2); delta averaged
   over the references.
-- ``gradient-shap``: :class:`~deltalift.GradientShap` on the same background (Lundberg & Lee 2017).
+- ``gradient-shap``: :class:`~deltalift.GradientShap` on the same background (Lundberg & Lee 2017),
+  ``nt_samples`` draws per example, example ``i`` seeded with ``seed + i`` (so the result does
+  not depend on the batch size).
 - ``ig``: :class:`~deltalift.IntegratedGradients` with ``n_steps`` (Sundararajan et al. 2017,
   section 3); delta ``sum_i IG_i - (t(x) - t(x0))``.
 - ``saliency`` (Simonyan et al. 2014, section 3.1), ``input-x-gradient`` (Shrikumar et al. 2016).
 - ``smoothgrad``, ``smoothgrad-sq``, ``vargrad``: :class:`~deltalift.NoiseTunnel` over the
   signed gradient with ``nt_samples`` noisy copies of standard deviation ``stdevs`` (or
-  ``noise_fraction`` of each input's range) (Smilkov et al. 2017, section 3; Adebayo et al. 2018).
+  ``noise_fraction`` of each input's range), example ``i`` seeded with ``seed + i`` (Smilkov et
+  al. 2017, section 3; Adebayo et al. 2018).
 - ``guided-backprop`` (Springenberg et al. 2015), ``deconvolution`` (Zeiler & Fergus 2014).
 - ``gradcam`` (upsampled bilinearly to the input's size) and ``guided-gradcam`` at ``layer``
   (default: the last convolution) (Selvaraju et al. 2017, section 3).
@@ -37,6 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -235,13 +239,33 @@ def _gradient_shap(context: Context) -> tuple[Attribute, dict[str, Any]]:
     method = GradientShap(context.model)
     options = context.options
 
-    def attribute(x: Tensor, baseline: Baseline, target: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(options.seed)
-            a = method.attribute(x, baselines=background, n_samples=options.nt_samples, target=target)
-        return a, None
+    done = 0  # examples explained so far: example i draws with seed + i, whatever the batches
 
-    return attribute, {"references": len(background), "n_samples": options.nt_samples, "seed": options.seed}
+    def attribute(x: Tensor, baseline: Baseline, target: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        nonlocal done
+        rows = []
+        numpy_state = np.random.get_state()  # GradientShap draws with numpy's and torch's global generators
+        try:
+            for i in range(len(x)):
+                with torch.random.fork_rng(devices=[]):
+                    np.random.seed(options.seed + done + i)
+                    torch.manual_seed(options.seed + done + i)
+                    row_target = None if target is None else target[i : i + 1]
+                    rows.append(
+                        method.attribute(
+                            x[i : i + 1], baselines=background, n_samples=options.nt_samples, target=row_target
+                        )
+                    )
+        finally:
+            np.random.set_state(numpy_state)
+        done += len(x)
+        return torch.cat(rows), None
+
+    return attribute, {
+        "references": len(background),
+        "n_samples": options.nt_samples,
+        "seed": f"{options.seed} + example index",
+    }
 
 
 def _integrated_gradients(context: Context) -> tuple[Attribute, dict[str, Any]]:
@@ -275,24 +299,27 @@ def _noise_tunnel(nt_type: str) -> Callable[[Context], tuple[Attribute, dict[str
             {"stdevs": options.stdevs} if options.stdevs is not None else {"noise_fraction": options.noise_fraction}
         )
 
-        def attribute(x: Tensor, baseline: Baseline, target: Tensor | None) -> tuple[Tensor, Tensor | None]:
-            a = method.attribute(
-                x,
-                nt_type=nt_type,
-                nt_samples=options.nt_samples,
-                random_state=options.seed,
-                target=target,
-                abs=False,
-                **noise,
-            )
-            return a, None
+        done = 0  # examples explained so far: example i draws with seed + i, whatever the batches
 
-        return attribute, {
-            "base": "saliency (abs=False)",
-            "nt_samples": options.nt_samples,
-            **noise,
-            "seed": options.seed,
-        }
+        def attribute(x: Tensor, baseline: Baseline, target: Tensor | None) -> tuple[Tensor, Tensor | None]:
+            nonlocal done
+            rows = [
+                method.attribute(
+                    x[i : i + 1],
+                    nt_type=nt_type,
+                    nt_samples=options.nt_samples,
+                    random_state=options.seed + done + i,
+                    target=None if target is None else target[i : i + 1],
+                    abs=False,
+                    **noise,
+                )
+                for i in range(len(x))
+            ]
+            done += len(x)
+            return torch.cat(rows), None
+
+        settings = {"base": "saliency (abs=False)", "nt_samples": options.nt_samples, **noise}
+        return attribute, {**settings, "seed": f"{options.seed} + example index"}
 
     return make
 
