@@ -32,6 +32,8 @@ from deltalift.batching import BatchLayout, evaluate_weighted
 from deltalift.capture import CapturedProgram, capture, layer_in, state_value, with_target
 from deltalift.convergence import check_summation
 from deltalift.errors import MissingRuleError, UnsupportedOperationError
+from deltalift.fast_path import check_backend, default_backend
+from deltalift.fast_path import run as run_recorded
 from deltalift.inputs import as_tuple, check_baselines, check_grad_kwargs, check_inputs, check_model, select_target
 from deltalift.layers import LayerType, LayerUnused, capture_with_layers, eager_layer_values
 from deltalift.plan import Plan, check_rule_choice, make_plan
@@ -68,6 +70,7 @@ def walk_graph(
     free_after: dict[torch.fx.Node, list[torch.fx.Node]] | None = None,
     tap: Taps | None = None,
     until: torch.fx.Node | None = None,
+    state: Mapping[str, Tensor] | None = None,
 ) -> Any:
     """Walk the captured graph in order, feeding placeholders (live parameters and buffers,
     constants, ``user_args``) and evaluating each op with ``evaluate``; values are dropped after
@@ -75,7 +78,8 @@ def walk_graph(
 
     ``tap = (node, fn)`` replaces that node's value by ``fn(value)`` (e.g. a fresh leaf, to read
     gradients at a layer; a sequence of such pairs taps several nodes); ``until`` stops the walk at
-    that node and returns its value.
+    that node and returns its value.  ``state``: the parameters and buffers by name, where the
+    caller has read them already (the fast path passes them as inputs of its recorded program).
     """
     free_after = program.free_after if free_after is None else free_after
     taps = _tap_table(tap)
@@ -87,7 +91,7 @@ def walk_graph(
             kind, key = program.placeholders[placeholder_index]
             placeholder_index += 1
             if kind == "state":
-                env[node] = state_value(model, key).detach()
+                env[node] = state[key] if state is not None else state_value(model, key).detach()
             elif kind == "constant":
                 env[node] = program.constants[key]
             else:
@@ -117,6 +121,7 @@ def run_graph(
     layout: BatchLayout | None = None,
     tap: Tap | None = None,
     until: torch.fx.Node | None = None,
+    state: Mapping[str, Tensor] | None = None,
 ) -> Any:
     """DeepLIFT's walk: ``user_args`` holds Pairs for the explained inputs and plain values for
     additional arguments; each op goes through its rule (RevealCancel and the scale split of
@@ -150,7 +155,7 @@ def run_graph(
         except RuntimeError as exc:
             raise RuntimeError(f"{node.target} failed while explaining {ctx.node_description}: {exc}") from exc
 
-    return walk_graph(program, model, user_args, evaluate, plan.free_after, tap, until)
+    return walk_graph(program, model, user_args, evaluate, plan.free_after, tap, until, state)
 
 
 def run_plain(
@@ -190,8 +195,14 @@ class DeepLiftOptions:
     softmax_adjustment: bool = False
     strict: bool = False
     tolerance: float | None = None
+    #: How the walk runs (:data:`deltalift.fast_path.BACKENDS`): ``"interpreter"`` (the rules
+    #: called op by op), ``"traced"`` (the walk recorded once as one ATen program and replayed),
+    #: ``"compiled"`` (that program through ``torch.compile``), or ``"auto"`` (per device,
+    #: :func:`deltalift.fast_path.default_backend`).  All give the interpreter's values.
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
+        check_backend(self.backend)
         if self.eps < 0:
             raise ValueError(f"eps must be >= 0, got {self.eps}")
         if self.maxpool_mode not in ("summation", "gradient"):
@@ -298,8 +309,18 @@ def deeplift(
     points: list[Pair] = []
     grads: list[Tensor | None] = []
     t = t0 = None
+    backend = options.backend if options.backend != "auto" else default_backend(tensors[0].device)
+    fast = None
+    if backend != "interpreter" and layer is None and set(grad_options) <= {"allow_unused"}:
+        fast = _deeplift_recorded(
+            program, module, tensors, references, extra, ctx, plan, layout, target, options, backend
+        )
+    if fast is not None:
+        t, t0, recorded_grads = fast
+        points = [Pair(x.detach(), r.detach()) for x, r in zip(tensors, references)]
+        grads = list(recorded_grads)
     with torch.enable_grad():
-        if not at_layer:  # the inputs' contributions, to the target or to a neuron of the layer
+        if not at_layer and fast is None:  # the inputs' contributions, to the target or to a neuron of the layer
             until = nodes[0] if nodes else None
             output = run_graph(program, module, list(pairs) + list(extra), ctx, plan, layout, None, until)
             if neuron is not None:
@@ -323,6 +344,65 @@ def deeplift(
     t, t0 = t.detach(), t0.detach()
     delta = check_summation(contributions, t, t0, options.tolerance, options.strict, warn=not at_layer)
     return DeepLiftResult(points, multipliers, contributions, delta, len(points) > 1 if at_layer else given_tuple)
+
+
+def _deeplift_recorded(
+    program: CapturedProgram,
+    module: nn.Module,
+    tensors: tuple[Tensor, ...],
+    references: tuple[Tensor, ...],
+    extra: tuple[Any, ...],
+    ctx: RuleContext,
+    plan: Plan,
+    layout: BatchLayout,
+    target: Any,
+    options: DeepLiftOptions,
+    backend: str,
+) -> tuple[Tensor, Tensor, list[Tensor]] | None:
+    """The walk and its backward pass through the fast path (:mod:`deltalift.fast_path`):
+    ``(t, t0, multipliers)``, or ``None`` where it cannot be recorded soundly (the interpreter
+    then runs).  The recorded program's inputs are the live parameters and buffers, the inputs,
+    the references, the additional arguments and a tensor target; everything else it is
+    specialised to is in the key."""
+    if type(ctx) is not RuleContext or not all(x.is_floating_point() for x in tensors):
+        return None
+    batch = tensors[0].shape[0]
+    state_keys = [key for kind, key in program.placeholders if kind == "state"]
+    state = [state_value(module, key).detach() for key in state_keys]
+    n, n_state = len(tensors), len(state_keys)
+    target_input = target if isinstance(target, Tensor) else None
+    inputs: list[Any] = [*state, *tensors, *(r.detach() for r in references), *extra, target_input]
+
+    def walk(*values: Any) -> list[Tensor]:
+        given_state = dict(zip(state_keys, values[:n_state]))
+        xs, refs = values[n_state : n_state + n], values[n_state + n : n_state + 2 * n]
+        extra_values, chosen = values[n_state + 2 * n : -1], values[-1] if target_input is not None else target
+        leaves = [x.detach().requires_grad_(True) for x in xs]
+        pairs = [Pair(leaf, r) for leaf, r in zip(leaves, refs)]
+        with torch.enable_grad():
+            output = run_graph(program, module, pairs + list(extra_values), ctx, plan, layout, state=given_state)
+            t, t0 = _target_values(_single_output(output), chosen, batch, options.softmax_adjustment)
+            found = torch.autograd.grad(t.sum(), leaves, allow_unused=True)
+        multipliers = [torch.zeros_like(leaf) if g is None else g.detach() for g, leaf in zip(found, leaves)]
+        return [t.detach(), t0.detach(), *multipliers]
+
+    registry = options.registry
+    key = (
+        id(plan),
+        id(registry),
+        tuple((op, id(rule)) for op, rule in registry._rules.items()),
+        options.eps,
+        options.maxpool_mode,
+        options.softmax_adjustment,
+        layout,
+        None if target_input is not None else repr(target),
+    )
+    constants = [value for value in program.constants.values() if isinstance(value, Tensor)]
+    first = 1 if options.backend == "auto" else 0
+    outputs = run_recorded(program, key, walk, inputs, backend, interpreted_first=first, constants=constants)
+    if outputs is None:
+        return None
+    return outputs[0], outputs[1], outputs[2:]
 
 
 def _explained_leaf(x: Tensor) -> Tensor:

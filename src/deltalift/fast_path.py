@@ -1,0 +1,402 @@
+"""The fast path of the DeepLIFT walk: the whole call recorded once as one flat ATen program.
+
+The interpreter (:func:`deltalift.engine.run_graph`) walks the captured graph node by node and
+calls each op's rule in Python; autograd then runs the rules' backward functions.  For a given
+input signature, rule choice and target, that walk always performs the same ATen operations
+(forward at the input, forward at the reference, the multipliers of every nonlinearity, and
+the backward pass that composes them by the chain rule, Shrikumar et al. 2017, section 3.2).
+This module records that sequence once, below autograd, with a
+:class:`~torch.utils._python_dispatch.TorchDispatchMode`, as a :class:`torch.fx.Graph` whose
+inputs are the live parameters and buffers, the inputs, the references and (if a tensor) the
+target, and whose outputs are ``t(x)``, ``t(x0)`` and the multipliers.  That program is then
+either replayed as it is (``backend="traced"``: no rule dispatch, no autograd bookkeeping) or
+handed to :func:`torch.compile` (``backend="compiled"``: inductor fuses the element-wise
+multiplier math into the surrounding kernels).
+
+Soundness.  The rules take a few decisions from the data: whether any position is near zero
+(``near_zero``), whether rows of a DeepLIFT-SHAP batch are equal, whether the outputs are
+finite.  Each such decision (an op tagged ``data_dependent_output``: ``item``, ``equal``,
+``is_nonzero``) becomes a *guard*: the program also computes the value the decision was taken
+on, and a call whose guards do not all hold at the recorded values is recomputed by the
+interpreter (and the program recorded again, up to :data:`MAX_RECORDINGS` times per
+signature).  An op whose output shape depends on the data (``nonzero``, boolean indexing) gets
+a shape guard.  A tensor that appears during recording without having been produced by a
+recorded op or given as an input (which would be baked in as a constant) is accepted only if
+it is small (a scalar made by a rule from a guarded value); otherwise the call is refused and
+the interpreter runs.  So the fast path either gives the interpreter's values (to rounding of
+the compiled kernels) or falls back to it; ``tests/test_fast_path.py`` checks this on the
+architecture matrix in float64 to 1e-10.
+
+The choice, :data:`BACKENDS`: ``"interpreter"`` (the reference implementation), ``"traced"``,
+``"compiled"``, or ``"auto"``: :func:`default_backend` per device, overridable with the
+environment variable ``DELTALIFT_BACKEND`` or :func:`set_default_backend`.  Inductor's on-disk
+cache is pointed to ``<deltalift cache>/inductor`` (:func:`cache_directory`) unless
+``TORCHINDUCTOR_CACHE_DIR`` is set, so a compiled program's kernels survive the process.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.weak import WeakTensorKeyDictionary
+
+Tensor = torch.Tensor
+aten = torch.ops.aten
+
+#: The backends of a DeepLIFT call.
+BACKENDS = ("auto", "interpreter", "traced", "compiled")
+#: How often one signature is recorded again after its guards failed, before the interpreter
+#: takes over for good.
+MAX_RECORDINGS = 3
+#: Recorded programs kept per captured program (one per input signature, rule choice, target).
+MAX_PROGRAMS = 16
+#: The largest tensor (in elements) that may enter a recording as a constant without having
+#: been produced by a recorded op.
+MAX_CONSTANT_NUMEL = 16
+
+#: The ``torch.compile`` backend of ``backend="compiled"`` (tests use ``"aot_eager"``).
+compile_backend = "inductor"
+
+_default_override: str | None = None
+
+
+def check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def set_default_backend(backend: str | None) -> None:
+    """Set the backend that ``backend="auto"`` means, for every device (``None``: per device,
+    as :func:`default_backend` documents)."""
+    if backend is not None:
+        check_backend(backend)
+        if backend == "auto":
+            backend = None
+    global _default_override
+    _default_override = backend
+
+
+def default_backend(device: torch.device) -> str:
+    """What ``backend="auto"`` means on ``device``.
+
+    ``set_default_backend`` wins, then the environment variable ``DELTALIFT_BACKEND``; else
+    ``"interpreter"`` on the CPU and ``"traced"`` elsewhere (under ``"auto"`` the first call
+    of a signature is always interpreted, so a signature explained once never pays for a
+    recording).  On the CPU the replayed program was measured no faster than the interpreter at
+    image sizes, where the kernels dominate, and ``"compiled"`` took minutes to compile
+    (``docs/performance.md``); on an accelerator the interpreter's per-op Python is what a call
+    waits for, which the replay removes (not measured here: no GPU was available).
+    """
+    if _default_override is not None:
+        return _default_override
+    from_env = os.environ.get("DELTALIFT_BACKEND")
+    if from_env:
+        check_backend(from_env)
+        if from_env != "auto":
+            return from_env
+    return "interpreter" if device.type == "cpu" else "traced"
+
+
+def cache_directory() -> Path:
+    """deltalift's cache directory: ``$DELTALIFT_CACHE_DIR``, else ``$XDG_CACHE_HOME/deltalift``,
+    else ``~/.cache/deltalift`` (the XDG base directory convention)."""
+    explicit = os.environ.get("DELTALIFT_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "deltalift"
+
+
+def _point_inductor_cache() -> None:
+    if not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_directory() / "inductor")
+
+
+class RecordingRefused(Exception):
+    """The walk cannot be recorded soundly (the interpreter runs instead)."""
+
+
+class GuardFailed(Exception):
+    """A recorded decision or shape does not hold for this call's data."""
+
+
+def _expect_shape(value: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """A shape guard: ``value`` if its shape is the recorded one, else :class:`GuardFailed`."""
+    if tuple(value.shape) != shape:
+        raise GuardFailed(f"a data-dependent shape changed from {shape} to {tuple(value.shape)}")
+    return value
+
+
+def _storage_key(t: Tensor) -> tuple[Any, ...]:
+    return (t.untyped_storage().data_ptr(), tuple(t.shape), t.stride(), t.storage_offset(), t.dtype, t.device)
+
+
+class _Recorder(TorchDispatchMode):
+    """Runs every ATen op it sees and appends it to ``graph``; tensors are mapped to the nodes
+    that produced them (weakly, so that recording frees values as the walk does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.graph = torch.fx.Graph()
+        self.nodes: WeakTensorKeyDictionary = WeakTensorKeyDictionary()
+        self.aliases: dict[tuple[Any, ...], tuple[weakref.ref[Tensor], torch.fx.Node]] = {}
+        self.constants: dict[str, Tensor] = {}
+        self.guards: list[tuple[torch.fx.Node, Any]] = []
+
+    def bind(self, t: Tensor, node: torch.fx.Node) -> None:
+        self.nodes[t] = node
+        if t.layout == torch.strided and t.device.type != "meta":
+            self.aliases[_storage_key(t)] = (weakref.ref(t), node)
+
+    def node_of(self, t: Tensor, allow_constant: bool = True) -> torch.fx.Node:
+        """The node that made ``t``; an unseen small tensor becomes a constant of the program
+        (unless ``allow_constant`` is false), an unseen large one refuses the recording."""
+        node = self.nodes.get(t)
+        if node is not None:
+            return node  # type: ignore[no-any-return]
+        alias = self.aliases.get(_storage_key(t)) if t.layout == torch.strided else None
+        if alias is not None:
+            original = alias[0]()
+            if original is not None and original.untyped_storage().data_ptr() == t.untyped_storage().data_ptr():
+                return alias[1]
+        if t.numel() > MAX_CONSTANT_NUMEL or not allow_constant:
+            raise RecordingRefused(f"a tensor of shape {tuple(t.shape)} entered the walk from outside the recording")
+        name = f"_constant_{len(self.constants)}"
+        self.constants[name] = t.detach().clone()
+        node = self.graph.get_attr(name)
+        self.bind(t, node)
+        return node
+
+    def _arg(self, value: Any) -> Any:
+        if isinstance(value, Tensor):
+            return self.node_of(value)
+        if isinstance(value, (list, tuple)):
+            mapped = [self._arg(v) for v in value]
+            return mapped if isinstance(value, list) else tuple(mapped)
+        if isinstance(value, dict):
+            return {k: self._arg(v) for k, v in value.items()}
+        return value
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        tags = getattr(func, "tags", ())
+        if torch.Tag.nondeterministic_seeded in tags:
+            raise RecordingRefused(f"{func} draws random numbers")
+        out = func(*args, **kwargs)
+        if torch.Tag.data_dependent_output in tags:
+            self._guard(func, args, out)
+            return out
+        node = self.graph.call_function(func, self._arg(args), self._arg(kwargs))
+        if torch.Tag.dynamic_output_shape in tags:
+            if not isinstance(out, Tensor):
+                raise RecordingRefused(f"{func} returns a data-dependent structure")
+            node = self.graph.call_function(_expect_shape, (node, tuple(out.shape)))
+        if isinstance(out, Tensor):
+            self.bind(out, node)
+        elif isinstance(out, (tuple, list)):
+            for i, value in enumerate(out):
+                if isinstance(value, Tensor):
+                    self.bind(value, self.graph.call_function(operator.getitem, (node, i)))
+        return out
+
+    def _guard(self, func: Any, args: Any, out: Any) -> None:
+        """A decision taken from the data: the program computes the value it was taken on, and
+        a call where it differs is recomputed by the interpreter."""
+        if func in (aten._local_scalar_dense.default, aten.is_nonzero.default):
+            value = self.node_of(args[0])
+            expected = bool(out) if func is aten.is_nonzero.default else out
+            if func is aten.is_nonzero.default:
+                value = self.graph.call_function(aten.ne.Scalar, (value, 0))
+            self.guards.append((value, expected))
+        elif func is aten.equal.default:
+            a, b = args[0], args[1]
+            if a.shape != b.shape or a.dtype != b.dtype:
+                return  # decided by the (recorded) shapes alone
+            same = self.graph.call_function(aten.eq.Tensor, (self.node_of(a), self.node_of(b)))
+            self.guards.append((self.graph.call_function(aten.all.default, (same,)), bool(out)))
+        else:
+            raise RecordingRefused(f"{func} takes a decision from the data that deltalift cannot guard")
+
+    def violations(self) -> torch.fx.Node | None:
+        """One node: whether any guard fails (``None`` without guards)."""
+        if not self.guards:
+            return None
+        flags = []
+        for value, expected in self.guards:
+            differs = self.graph.call_function(aten.ne.Scalar, (value, expected))
+            flags.append(self.graph.call_function(aten.reshape.default, (differs, [-1])))
+        joined = self.graph.call_function(aten.cat.default, (flags,))
+        return self.graph.call_function(aten.any.default, (joined,))
+
+
+@dataclass
+class RecordedProgram:
+    """One recorded DeepLIFT walk: ``run(inputs)`` gives the walk's outputs, or raises
+    :class:`GuardFailed` when this call's data would take another branch."""
+
+    module: torch.fx.GraphModule
+    n_outputs: int
+    has_guards: bool
+    backend: str
+    calls: int = 0
+    compiled: Callable[..., Any] | None = None
+
+    def run(self, inputs: Sequence[Any]) -> list[Any]:
+        fn: Callable[..., Any] = self.module
+        if self.backend == "compiled":
+            if self.compiled is None:
+                _point_inductor_cache()
+                self.compiled = torch.compile(self.module, backend=compile_backend, dynamic=False)
+            fn = self.compiled
+        self.calls += 1
+        with torch.no_grad():
+            try:
+                outputs = list(fn(*(value for value in inputs if isinstance(value, Tensor))))
+            except GuardFailed:
+                raise
+            except (RuntimeError, IndexError, ValueError) as exc:  # a recorded shape or index no longer fits
+                raise GuardFailed(f"the recorded program does not fit this call: {exc}") from exc
+        if self.has_guards:
+            if bool(outputs[-1]):
+                raise GuardFailed("a decision taken from the data differs from the recorded one")
+            outputs = outputs[:-1]
+        return outputs
+
+
+def record(
+    fn: Callable[..., list[Tensor]], inputs: Sequence[Any], backend: str, constants: Sequence[Tensor] = ()
+) -> tuple[list[Tensor], RecordedProgram]:
+    """Run ``fn(*inputs)`` (which returns a list of tensors) and record it as a program over
+    ``inputs`` (tensors become placeholders; other values are fixed); ``constants`` are tensors
+    the walk reads that are fixed for the program (the captured graph's lifted constants)."""
+    recorder = _Recorder()
+    for value in constants:
+        name = f"_constant_{len(recorder.constants)}"
+        recorder.constants[name] = value
+        recorder.bind(value, recorder.graph.get_attr(name))
+    placeholders: list[Tensor] = []
+    for i, value in enumerate(inputs):
+        if isinstance(value, Tensor):
+            recorder.bind(value, recorder.graph.placeholder(f"input_{i}"))
+            placeholders.append(value)
+    with recorder:
+        outputs = fn(*inputs)
+    output_nodes: list[Any] = [recorder.node_of(o, allow_constant=False) for o in outputs]
+    violations = recorder.violations()
+    if violations is not None:
+        output_nodes.append(violations)
+    recorder.graph.output(tuple(output_nodes))
+    root = torch.nn.Module()
+    for name, value in recorder.constants.items():
+        setattr(root, name, value)
+    module = torch.fx.GraphModule(root, recorder.graph)
+    return outputs, RecordedProgram(module, len(outputs), violations is not None, backend)
+
+
+@dataclass
+class _Entry:
+    program: RecordedProgram | None = None
+    recordings: int = 0
+    given_up: bool = False
+    seen: int = 0
+
+
+@dataclass
+class _ProgramCache:
+    entries: dict[Any, _Entry] = field(default_factory=dict)
+
+
+#: Recorded programs per captured program, by the program's ``id`` with a weak reference to it
+#: (captured programs are unhashable dataclasses): they go when the capture goes.
+_cache: dict[int, tuple[weakref.ref[Any], _ProgramCache]] = {}
+
+
+def _programs_of(owner: Any) -> _ProgramCache:
+    found = _cache.get(id(owner))
+    if found is not None and found[0]() is owner:
+        return found[1]
+    key = id(owner)
+    programs = _ProgramCache()
+    _cache[key] = (weakref.ref(owner, lambda _: _cache.pop(key, None)), programs)
+    return programs
+
+
+#: How many calls each way took, for tests and benchmarks: "replayed", "recorded",
+#: "guard_failed", "refused" (not recordable: interpreter), "interpreted" (a first call under
+#: ``"auto"``).
+counts: dict[str, int] = {"replayed": 0, "recorded": 0, "guard_failed": 0, "refused": 0, "interpreted": 0}
+
+
+def signature(values: Sequence[Any]) -> tuple[Any, ...]:
+    """What a recorded program is specialised to: shapes, dtypes, devices, and other values."""
+    parts: list[Any] = []
+    for value in values:
+        if isinstance(value, Tensor):
+            parts.append((tuple(value.shape), value.dtype, str(value.device), value.requires_grad))
+        else:
+            parts.append(("value", repr(value)))
+    return tuple(parts)
+
+
+def run(
+    owner: Any,
+    key: Any,
+    fn: Callable[..., list[Tensor]],
+    inputs: Sequence[Any],
+    backend: str,
+    interpreted_first: int = 0,
+    constants: Sequence[Tensor] = (),
+) -> list[Tensor] | None:
+    """``fn(*inputs)`` through the program recorded for ``(owner, key)``: recorded at the first
+    call (which returns the recording run's own values), replayed afterwards; ``None`` where
+    the walk cannot be recorded or its guards keep failing (the caller runs the interpreter).
+    ``interpreted_first``: leave that many first calls of a signature to the interpreter (a
+    signature explained once does not pay for its recording)."""
+    per_owner = _programs_of(owner)
+    full_key = (key, backend, signature(inputs))
+    entry = per_owner.entries.get(full_key)
+    if entry is None:
+        if len(per_owner.entries) >= MAX_PROGRAMS:
+            per_owner.entries.pop(next(iter(per_owner.entries)))
+        entry = per_owner.entries[full_key] = _Entry()
+    entry.seen += 1
+    if entry.given_up or entry.seen <= interpreted_first:
+        counts["refused" if entry.given_up else "interpreted"] += 1
+        return None
+    if entry.program is not None:
+        try:
+            outputs = entry.program.run(inputs)
+            counts["replayed"] += 1
+            return outputs
+        except GuardFailed:
+            counts["guard_failed"] += 1
+            entry.program = None
+            if entry.recordings >= MAX_RECORDINGS:
+                entry.given_up = True
+                return None
+    try:
+        outputs, program = record(fn, inputs, backend, constants)
+    except RecordingRefused:
+        counts["refused"] += 1
+        entry.given_up = True
+        return None
+    entry.program = program
+    entry.recordings += 1
+    counts["recorded"] += 1
+    return outputs
+
+
+def clear(owner: Any | None = None) -> None:
+    """Forget the recorded programs (of one captured program, or all)."""
+    if owner is None:
+        _cache.clear()
+    else:
+        _cache.pop(id(owner), None)

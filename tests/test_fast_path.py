@@ -1,0 +1,273 @@
+"""The fast path (deltalift.fast_path) against the interpreter, its reference implementation.
+
+The fast path records one DeepLIFT call (input and reference sides, every rule's multipliers, and
+the backward pass that composes them; Shrikumar et al. 2017, section 3.2) as one flat ATen program
+and replays it.  A recording run computes exactly what the interpreter computes, so comparing it
+proves little: every comparison here *replays* the program on other inputs than the recorded ones
+and checks that it gives the interpreter's contributions and convergence deltas on those inputs,
+in float64, to 1e-10 relative to the contributions' scale.
+
+- the whole architecture matrix of tests/test_architectures.py under Rescale, and the cases with
+  a dense or convolution layer before a nonlinearity under RevealCancel and the genomics default
+  (``plan.RULE_CHOICES``), the program replayed as recorded (``backend="traced"``);
+- the same program through ``torch.compile`` with the ``aot_eager`` backend (dynamo and
+  functionalisation over the recorded program, which checks its construction) on a subset, and
+  with inductor on two small models;
+- guards: a call whose data would take another branch of a rule (a position where the input
+  equals the reference) is recomputed, never answered from a program recorded on other data;
+- live weights, the ``auto`` policy, the option checks and the cache directory.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import test_architectures as arch
+from deltalift import fast_path
+from deltalift.engine import DeepLiftOptions, deeplift
+from deltalift.plan import RULE_CHOICES
+
+pytestmark = pytest.mark.filterwarnings("ignore:The tensor attributes .*_flat_weights.*:UserWarning")
+
+#: Cases with a weighted op feeding a nonlinearity, where RevealCancel changes the multipliers.
+RULE_CASES = [
+    "functional:F.relu",
+    "functional:torch.tanh",
+    "residual_shared_inplace_relu",
+    "gates",
+    "transformer_encoder",
+    "dna_dilated_conv",
+    "torchvision:resnet18",
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Any:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def other_inputs(name: str, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Inputs other than the recorded ones, of the same signature (one-hot DNA: the positions
+    shuffled, so that it stays one-hot)."""
+    g = torch.Generator().manual_seed(zlib.crc32(name.encode()) + 11)
+    if name.startswith("dna"):
+        (x,) = inputs
+        return (x[:, :, torch.randperm(x.shape[2], generator=g)],)
+    return tuple(x + 0.3 * torch.randn(x.shape, generator=g, dtype=x.dtype) for x in inputs)
+
+
+def explain(
+    model: nn.Module, inputs: tuple[torch.Tensor, ...], baselines: Any, target: Any, extra: Any, **options: Any
+) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    given = inputs if len(inputs) > 1 else inputs[0]
+    result = deeplift(model, given, baselines, target, extra, DeepLiftOptions(**options))
+    return result.contributions, result.delta
+
+
+def assert_replay_matches(name: str, backend: str = "traced", rule: str = "rescale") -> None:
+    """Record on the case's inputs, replay on other inputs, compare with the interpreter there."""
+    model, inputs, extra, target = arch.built(name, torch.float64)
+    case = arch.CASES[name]
+    kind = "random" if "random" in case.baselines else case.baselines[0]
+    baselines = arch.make_baselines(kind, inputs, seed=zlib.crc32(name.encode()))
+    explain(model, inputs, baselines, target, extra, backend=backend, rule=rule)  # recorded
+    before = dict(fast_path.counts)
+    second = other_inputs(name, inputs)
+    fast, fast_delta = explain(model, second, baselines, target, extra, backend=backend, rule=rule)
+    exact, exact_delta = explain(model, second, baselines, target, extra, backend="interpreter", rule=rule)
+    went = {k: fast_path.counts[k] - before[k] for k in before}
+    assert went["replayed"] + went["guard_failed"] == 1, f"the second call was not answered by the program: {went}"
+    assert len(fast) == len(exact)
+    for f, e in zip(fast, exact):
+        assert f.shape == e.shape and f.dtype == e.dtype
+        scale = float(e.abs().max()) + 1e-30
+        assert float((f - e).abs().max()) <= 1e-10 * scale, f"{name}: the fast path differs from the interpreter"
+    assert float((fast_delta - exact_delta).abs().max()) <= 1e-10 * (float(exact[0].abs().sum()) + 1e-30)
+
+
+@pytest.mark.parametrize("name", list(arch.CASES))
+def test_traced_equals_interpreter_on_the_matrix(name: str) -> None:
+    assert_replay_matches(name)
+
+
+@pytest.mark.parametrize("rule", [r for r in RULE_CHOICES if r != "rescale"])
+@pytest.mark.parametrize("name", RULE_CASES)
+def test_traced_equals_interpreter_under_every_rule(name: str, rule: str) -> None:
+    assert_replay_matches(name, rule=rule)
+
+
+def test_most_of_the_matrix_is_replayed_not_refused() -> None:
+    """The fast path must actually serve the matrix: programs replayed, not refused."""
+    before = dict(fast_path.counts)
+    for name in ("functional:F.relu", "torchvision:resnet18", "transformer_encoder", "lstm", "norms"):
+        assert_replay_matches(name)
+    went = {k: fast_path.counts[k] - before[k] for k in before}
+    assert went["refused"] == 0 and went["replayed"] >= 4, went
+
+
+@pytest.fixture
+def aot_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fast_path, "compile_backend", "aot_eager")
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize(
+    "name", ["functional:F.gelu", "maxpool_3_stride2_pad1", "softmax_inside", "norms", "torchvision:resnet18"]
+)
+def test_compiled_program_equals_interpreter(name: str, aot_eager: None) -> None:
+    assert_replay_matches(name, backend="compiled")
+
+
+class _SmallCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3)
+        self.fc = nn.Linear(3 * 4 * 4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.nn.functional.silu(self.conv(x)).flatten(1).sigmoid())
+
+
+@pytest.mark.parametrize("build", [lambda: nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3)), _SmallCNN])
+def test_inductor_program_equals_interpreter(build: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default compiler (inductor): the fused multiplier kernels give the interpreter's values."""
+    pytest.importorskip("torch._inductor")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    torch.manual_seed(0)
+    model = build().double().eval()
+    shape = (3, 5) if isinstance(model, nn.Sequential) else (3, 2, 6, 6)
+    x, y = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
+    explain(model, (x,), None, 1, None, backend="compiled")
+    before = fast_path.counts["replayed"]
+    fast, _ = explain(model, (y,), None, 1, None, backend="compiled")
+    exact, _ = explain(model, (y,), None, 1, None, backend="interpreter")
+    assert fast_path.counts["replayed"] == before + 1
+    torch.testing.assert_close(fast[0], exact[0], rtol=1e-10, atol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------------
+# guards, live weights, the auto policy
+
+
+class _ReluNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Linear(4, 6)
+        self.second = nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.second(torch.relu(self.first(x)))
+
+
+def test_a_changed_decision_is_recomputed_not_replayed() -> None:
+    """Recorded where no input equals its reference, replayed where one row does: Rescale's
+    near-zero fallback (the derivative at the reference) must be taken, as the interpreter does."""
+    torch.manual_seed(1)
+    model = _ReluNet().double().eval()
+    reference = torch.randn(3, 4, dtype=torch.float64)
+    x = torch.randn(3, 4, dtype=torch.float64)
+    explain(model, (x,), reference, 0, None, backend="traced")
+    y = torch.randn(3, 4, dtype=torch.float64)
+    y[1] = reference[1]  # dx = 0 on this row: the secant is 0/0
+    before = dict(fast_path.counts)
+    fast, _ = explain(model, (y,), reference, 0, None, backend="traced")
+    exact, _ = explain(model, (y,), reference, 0, None, backend="interpreter")
+    assert fast_path.counts["guard_failed"] == before["guard_failed"] + 1
+    torch.testing.assert_close(fast[0], exact[0], rtol=0, atol=0)
+    assert torch.isfinite(fast[0]).all() and bool((fast[0][1] == 0).all())
+    # afterwards both kinds of data are answered as the interpreter answers them
+    for data in (y, x):
+        again, _ = explain(model, (data,), reference, 0, None, backend="traced")
+        expected, _ = explain(model, (data,), reference, 0, None, backend="interpreter")
+        torch.testing.assert_close(again[0], expected[0], rtol=0, atol=1e-14)
+
+
+def test_replay_reads_live_weights() -> None:
+    torch.manual_seed(2)
+    model = _ReluNet().double().eval()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    explain(model, (x,), None, 1, None, backend="traced")
+    with torch.no_grad():
+        model.first.weight.mul_(-2.0)
+        model.second.bias.add_(1.0)
+    before = fast_path.counts["replayed"]
+    fast, _ = explain(model, (x,), None, 1, None, backend="traced")
+    exact, _ = explain(model, (x,), None, 1, None, backend="interpreter")
+    assert fast_path.counts["replayed"] == before + 1
+    torch.testing.assert_close(fast[0], exact[0], rtol=0, atol=1e-14)
+
+
+def test_tensor_target_is_an_input_of_the_program() -> None:
+    torch.manual_seed(3)
+    model = _ReluNet().double().eval()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    explain(model, (x,), None, torch.tensor([0, 1, 0]), None, backend="traced")
+    fast, _ = explain(model, (x,), None, torch.tensor([1, 0, 1]), None, backend="traced")
+    exact, _ = explain(model, (x,), None, torch.tensor([1, 0, 1]), None, backend="interpreter")
+    torch.testing.assert_close(fast[0], exact[0], rtol=0, atol=1e-14)
+
+
+def test_auto_leaves_the_first_call_to_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DELTALIFT_BACKEND", "traced")
+    torch.manual_seed(4)
+    model = _ReluNet().double().eval()
+    x = torch.randn(2, 4, dtype=torch.float64)
+    before = dict(fast_path.counts)
+    results = [explain(model, (x,), None, 0, None, backend="auto")[0][0] for _ in range(3)]
+    went = {k: fast_path.counts[k] - before[k] for k in before}
+    assert went["interpreted"] == 1 and went["recorded"] == 1 and went["replayed"] == 1
+    for r in results[1:]:
+        torch.testing.assert_close(r, results[0], rtol=0, atol=1e-14)
+
+
+def test_backend_choice_and_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="backend must be one of"):
+        DeepLiftOptions(backend="fastest")
+    monkeypatch.setenv("DELTALIFT_BACKEND", "interpreter")
+    assert fast_path.default_backend(torch.device("cpu")) == "interpreter"
+    monkeypatch.setenv("DELTALIFT_BACKEND", "nope")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        fast_path.default_backend(torch.device("cpu"))
+    monkeypatch.delenv("DELTALIFT_BACKEND")
+    assert fast_path.default_backend(torch.device("cpu")) == "interpreter"
+    assert fast_path.default_backend(torch.device("meta")) == "traced"
+    fast_path.set_default_backend("compiled")
+    try:
+        assert fast_path.default_backend(torch.device("cpu")) == "compiled"
+    finally:
+        fast_path.set_default_backend(None)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        fast_path.set_default_backend("gpu")
+
+
+def test_cache_directory_follows_the_conventions(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch.setenv("DELTALIFT_CACHE_DIR", str(tmp_path / "explicit"))
+    assert fast_path.cache_directory() == tmp_path / "explicit"
+    monkeypatch.delenv("DELTALIFT_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert fast_path.cache_directory() == tmp_path / "xdg" / "deltalift"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert fast_path.cache_directory() == tmp_path / "home" / ".cache" / "deltalift"
+
+
+def test_a_large_tensor_from_outside_the_recording_is_refused() -> None:
+    """A tensor the recorder did not see being made would be frozen into the program: refused."""
+    big = torch.randn(50)
+
+    def walk(x: torch.Tensor) -> list[torch.Tensor]:
+        return [x * big]
+
+    with pytest.raises(fast_path.RecordingRefused, match="from outside the recording"):
+        fast_path.record(walk, [torch.randn(50)], "traced")
+    small = torch.tensor(2.0)
+    outputs, program = fast_path.record(lambda x: [x * small], [torch.ones(3)], "traced")
+    torch.testing.assert_close(program.run([torch.full((3,), 5.0)])[0], torch.full((3,), 10.0))
