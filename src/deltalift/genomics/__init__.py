@@ -27,6 +27,8 @@ A typical run (or ``deltalift genomics attribute --model m.pt --fasta peaks.fa -
     save_modisco_inputs(X, hyp, "ohe.npz", "attr.npz")    # modisco motifs -s ohe.npz -a attr.npz -n 2000
 """
 
+from typing import Any as _Any
+
 from deltalift.genomics.attribute import AttributionReferences, ConvergenceThresholdWarning, deep_lift_shap
 from deltalift.genomics.bigwig import write_contribution_bigwig
 from deltalift.genomics.genome import Genome
@@ -38,7 +40,16 @@ from deltalift.genomics.one_hot import decode_one_hot, one_hot_encode, one_hot_e
 from deltalift.genomics.references import background_frequencies, dinucleotide_shuffled, shuffled
 from deltalift.genomics.regions import Region, Window, read_bed, summit_windows, tiled_windows
 from deltalift.genomics.shuffle import dinucleotide_shuffle, shuffle
-from deltalift.runner.genomics import attribute_regions
+
+
+def __getattr__(name: str) -> _Any:
+    # attribute_regions lives with the runner, which imports this package: loaded on first use
+    if name == "attribute_regions":
+        from deltalift.runner.genomics import attribute_regions
+
+        return attribute_regions
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AttributionReferences",
