@@ -21,9 +21,10 @@ What determines the graph is the **key** (:func:`model_fingerprint`, :func:`entr
 - the versions of Python, torch and deltalift, the decomposition table, the ops kept whole
   (:data:`deltalift.rules.KEEP_UNDECOMPOSED`) and the source of :mod:`deltalift.capture`.
 
-A model whose key cannot be computed is simply not cached (no error): a class without source,
-a module with hooks, or code that reads a module or a large tensor that is not registered in
-the model (its values would be baked into the graph as constants).
+Forward hooks count as code (each by its code and closure).  A model whose key cannot be
+computed is simply not cached (no error): a class without source, backward or global hooks, or
+code that reads a module or a large tensor that is not registered in the model (its values
+would be baked into the graph as constants).
 
 **Location**: ``$DELTALIFT_CACHE_DIR``; else ``$XDG_CACHE_HOME/deltalift``; else the platform's
 cache folder (``~/.cache/deltalift`` on Linux, ``~/Library/Caches/deltalift`` on macOS,
@@ -358,11 +359,20 @@ def _global_names(code: types.CodeType) -> list[str]:
 _MODULE_INTERNALS = frozenset(vars(nn.Module())) | {"training"}
 
 
-def _hooks(module: nn.Module) -> bool:
-    return any(
-        getattr(module, name, None)
-        for name in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-    )
+def _hooks(module: nn.Module, fingerprinter: _Fingerprinter) -> str:
+    """Forward hooks change what export records: each one by its code (and closure), in order,
+    with the flags it was registered with.  Backward hooks make a model uncacheable."""
+    if getattr(module, "_backward_hooks", None) or getattr(module, "_backward_pre_hooks", None):
+        raise NotCacheable("the model has backward hooks")
+    parts: list[str] = []
+    for name in ("_forward_pre_hooks", "_forward_hooks"):
+        hooks = getattr(module, name, None) or {}
+        with_kwargs = getattr(module, f"{name}_with_kwargs", None) or {}
+        always = getattr(module, "_forward_hooks_always_called", None) or {}
+        for handle_id, hook in hooks.items():
+            flags = f"{handle_id in with_kwargs}:{handle_id in always}"
+            parts.append(f"{name}:{flags}:{fingerprinter.value(hook)}")
+    return ";".join(parts)
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -378,10 +388,11 @@ def model_fingerprint(model: nn.Module) -> str:
     fingerprinter = _Fingerprinter(registered)
     parts: list[str] = []
     for path, module in modules:
-        if _hooks(module):
-            raise NotCacheable(f"module {path or type(module).__name__} has hooks")
         attributes = {k: v for k, v in vars(module).items() if k not in _MODULE_INTERNALS}
-        parts.append(f"{path}|{_class_fingerprint(type(module))}|{module.training}|{fingerprinter.value(attributes)}")
+        parts.append(
+            f"{path}|{_class_fingerprint(type(module))}|{module.training}|{fingerprinter.value(attributes)}"
+            f"|{_hooks(module, fingerprinter)}"
+        )
         for name, param in module._parameters.items():
             described = "None" if param is None else f"{tuple(param.shape)}:{param.dtype}:{param.device.type}"
             parts.append(f"{path}.{name}:param:{described}")
