@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--filters", type=int, default=512, help="accessibility filters (512: ChromBPNet's)")
     args = parser.parse_args()
 
-    from deltalift.genomics import Genome, deep_lift_shap
+    from deltalift.genomics import Genome
     from deltalift.genomics.models import chrombpnet_sized, sequence_head
     from deltalift.runner import RayOptions
     from deltalift.runner.genomics import attribute_regions, make_windows
@@ -121,10 +121,6 @@ def main() -> None:
                     tangermeme_dls(head, X, n_shuffles=N_SHUFFLES, batch_size=batch, device=args.device, random_state=0)
                 best = max(best, line(f"tangermeme, batch_size={batch}", len(X), time.perf_counter() - began))
             print(f"deltalift / tangermeme at its best batch size: {single / best:.2f}x")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ours = deep_lift_shap(head, X[:1], n_shuffles=N_SHUFFLES, random_state=0, device=args.device)
-            print(f"(deltalift deep_lift_shap on the same head: sum of attributions {float(ours.sum()):.4g})")
 
     if not args.skip_ray:
         import ray
