@@ -1,12 +1,18 @@
-"""DeepLift against a plain input gradient and Captum's DeepLift, side by side.
+"""DeepLift against a plain input gradient (and Captum's DeepLift), per architecture and backend.
 
-VGG-11 and ResNet-18 (torchvision, random weights), batch 16, 3x64x64, one shared zero
-reference, target class 3.  Every tool runs in this one process on the same batch; each figure
-is the median of ``--repeats`` timed runs, interleaved across the tools, after one warm-up run
-each (which, for deltalift, includes capturing the model with torch.export; the capture is
-cached per input signature).
+torchvision architectures with random weights, one shared zero reference, target class 3, every
+tool in this one process on the same batch.  For each architecture:
 
-Run:  python benchmarks/bench_deeplift.py [--repeats 7] [--device cpu|cuda]
+- the *first call* of each tool, timed on its own (for deltalift it includes capturing the model
+  with ``torch.export``; for the fast path backends also recording the walk, and for
+  ``compiled`` the inductor compile at the second call, reported as ``second call``);
+- *warm calls*: the median of ``--repeats`` timed runs, interleaved across the tools (one run of
+  each per round, so that a change of machine load affects every tool alike);
+- the outputs compared: every deltalift backend against the interpreter (max relative
+  difference), and Captum against deltalift where Captum accepts the model.
+
+Run:  python benchmarks/bench_deeplift.py [--models resnet50,vit_b_16] [--size 224] [--batch 4]
+          [--backends interpreter,traced] [--repeats 5] [--device cpu|cuda] [--dtype float32|bfloat16]
 """
 
 from __future__ import annotations
@@ -20,24 +26,31 @@ from collections.abc import Callable
 import torch
 import torchvision
 
-from deltalift import DeepLift
+from deltalift.engine import DeepLiftOptions, deeplift
+from machine import describe
+
+MODELS = ("resnet50", "efficientnet_b0", "vit_b_16", "convnext_tiny", "mobilenet_v3_large", "vgg11", "resnet18")
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], object], device: str) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
 
 
 def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, device: str) -> dict[str, float]:
-    """Median seconds of each function, the runs interleaved (one of each per round) so that a
-    change of machine load during the benchmark affects every tool alike; one warm-up each."""
-    for fn in fns.values():
-        fn()
+    """Median seconds of each function, one run of each per round."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            if device == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            fn()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(timed(fn, device))
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -45,6 +58,10 @@ def input_gradient(model: torch.nn.Module, x: torch.Tensor, target: int) -> torc
     x = x.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(model(x)[:, target].sum(), x)
     return grad
+
+
+def deltalift_call(model: torch.nn.Module, x: torch.Tensor, backend: str) -> torch.Tensor:
+    return deeplift(model, x, 0.0, 3, None, DeepLiftOptions(backend=backend)).contributions[0]
 
 
 def captum_deeplift(model: torch.nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
@@ -55,42 +72,75 @@ def captum_deeplift(model: torch.nn.Module, x: torch.Tensor, target: int) -> tor
         return CaptumDeepLift(model).attribute(x, baselines=torch.zeros_like(x), target=target)
 
 
-def benchmark_row(name: str, args: argparse.Namespace) -> str:
-    """One table row: the three timings of one architecture and their ratios."""
-    model = getattr(torchvision.models, name)().to(args.device).eval()
-    x = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
-    method = DeepLift(model)
-    fns: dict[str, Callable[[], object]] = {
-        "grad": lambda: input_gradient(model, x, 3),
-        "deltalift": lambda: method.attribute(x, baselines=0.0, target=3),
-    }
-    try:
-        captum_deeplift(model, x, 3)
+def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max() / (b.float().abs().max() + 1e-30))
+
+
+def benchmark(name: str, args: argparse.Namespace) -> list[str]:
+    """The rows of one architecture: first calls, warm medians, ratios to the gradient."""
+    torch.manual_seed(0)
+    dtype = getattr(torch, args.dtype)
+    model = getattr(torchvision.models, name)().to(args.device, dtype).eval()
+    x = torch.randn(args.batch, 3, args.size, args.size, device=args.device, dtype=dtype)
+    fns: dict[str, Callable[[], object]] = {"grad": lambda: input_gradient(model, x, 3)}
+    for backend in args.backends:
+        fns[backend] = lambda backend=backend: deltalift_call(model, x, backend)
+    if args.captum:
         fns["captum"] = lambda: captum_deeplift(model, x, 3)
-    except Exception as exc:  # Captum refuses some models (a ReLU module used twice)
-        print(f"  (Captum on {name}: {type(exc).__name__}: {str(exc).splitlines()[0][:100]})")
-    t = interleaved_medians(fns, args.repeats, args.device)
-    captum_text, speedup = f"{'refused':>10}", f"{'-':>10}"
-    if "captum" in t:
-        captum_text, speedup = f"{t['captum']:10.3f}", f"{t['captum'] / t['deltalift']:9.2f}x"
-    return f"{name:<10} {t['grad']:11.3f} {t['deltalift']:10.3f} {captum_text} {t['deltalift'] / t['grad']:7.2f}x {speedup}"
+    first: dict[str, float] = {}
+    second: dict[str, float] = {}
+    outputs: dict[str, torch.Tensor] = {}
+    for tool, fn in list(fns.items()):
+        try:
+            first[tool] = timed(fn, args.device)
+            start = time.perf_counter()
+            outputs[tool] = fn()  # type: ignore[assignment]
+            synchronize(args.device)
+            second[tool] = time.perf_counter() - start
+        except Exception as exc:  # Captum refuses some models (a ReLU module used twice)
+            print(f"  ({tool} on {name}: {type(exc).__name__}: {str(exc).splitlines()[0][:100]})")
+            del fns[tool]
+    warm = interleaved_medians(fns, args.repeats, args.device)
+    base = outputs.get("interpreter")
+    rows = []
+    for tool in fns:
+        agreement = ""
+        if base is not None and tool not in ("grad", "interpreter"):
+            agreement = f"{relative_difference(outputs[tool], base):.1e}"
+        ratio = warm[tool] / warm["grad"]
+        per_second = args.batch / warm[tool]
+        rows.append(
+            f"| {name} | {tool} | {first[tool]:.2f} s | {second[tool]:.2f} s | {warm[tool]:.3f} s | "
+            f"{ratio:.2f}x | {per_second:.1f} | {agreement} |"
+        )
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--backends", default="interpreter,traced")
+    parser.add_argument("--captum", action="store_true", help="also time Captum's DeepLift")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch's default)")
     args = parser.parse_args()
-    torch.manual_seed(0)
-    print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}")
-    print(f"batch {args.batch} x 3 x {args.size} x {args.size}, zero reference, median of {args.repeats}\n")
-    header = f"{'model':<10} {'input grad':>11} {'deltalift':>10} {'captum':>10} {'dl/grad':>8} {'captum/dl':>10}"
-    print(header)
-    print("-" * len(header))
-    for name in ("vgg11", "resnet18"):
-        print(benchmark_row(name, args))
+    args.backends = [b for b in args.backends.split(",") if b]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(describe())
+    print(
+        f"batch {args.batch} x 3 x {args.size} x {args.size}, {args.dtype} on {args.device}, zero reference, "
+        f"warm: median of {args.repeats} interleaved runs\n"
+    )
+    print("| model | tool | first call | second call | warm call | / gradient | attributions/s | vs interpreter |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in args.models.split(","):
+        for row in benchmark(name, args):
+            print(row, flush=True)
 
 
 if __name__ == "__main__":

@@ -56,13 +56,56 @@ def evaluate_weighted(
 
 
 def _stacked_rows(op: Any, args: tuple[Any, ...], position: int) -> Pair:
-    """Evaluate a row-wise linear op once on ``cat([x, ref])`` and split the rows again."""
+    """Evaluate a row-wise linear op once on ``cat([x, ref])`` and split the rows again.
+
+    Where the op has a transpose (:func:`deltalift.canonical.weighted_op`), backward applies it
+    to the input rows' gradient alone: autograd through the concatenation would pad the
+    gradient with zeros for the reference rows, run the op's backward on them too, and split
+    the result (three passes over the activation that a gradient does not make)."""
     pair = args[position]
     rows = pair.x.shape[0]
+    weighted = weighted_op(op, args, position)
+    if weighted is not None and weighted.backward is not None:
+
+        def forward_fn(stacked_rows: Tensor) -> Tensor:
+            full = list(args)
+            full[position] = stacked_rows
+            return op(*full)
+
+        reference_rows: list[Tensor] = []
+        out_x = _StackedRows.apply(pair.x, pair.ref.detach(), forward_fn, weighted.transpose, reference_rows)
+        return Pair(out_x, reference_rows[0])
     stacked = list(args)
     stacked[position] = torch.cat([pair.x, pair.ref.detach()])
     out = op(*stacked)
     return Pair(out[:rows], out[rows:].detach())
+
+
+class _StackedRows(torch.autograd.Function):
+    """Forward on ``cat([x, ref])`` in one call (the weight read once), returning the input
+    rows (the reference rows go to ``reference_rows``); backward ``J^T grad`` on the input
+    rows alone."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: Tensor,
+        ref: Tensor,
+        forward_fn: Callable[[Tensor], Tensor],
+        backward_fn: Callable[[Tensor, Tensor], Tensor],
+        reference_rows: list[Tensor],
+    ) -> Tensor:
+        rows = x.shape[0]
+        out = forward_fn(torch.cat([x, ref]))
+        reference_rows.append(out[rows:])
+        ctx.save_for_backward(x)
+        ctx.backward_fn = backward_fn
+        return out[:rows]
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return ctx.backward_fn(grad, x), None, None, None, None
 
 
 class _SharedRows(torch.autograd.Function):

@@ -1,0 +1,122 @@
+"""Peak memory of a DeepLift call against a plain input gradient on the same batch, per architecture.
+
+Each measurement runs in a fresh Python process (``--one`` below), so that neither the
+allocator's cache nor another tool's buffers are counted: the process builds the model (random
+weights) and the batch, makes one warm-up call of the tool at batch 2 (for DeepLift this
+captures the model; the captured graph serves every batch size), returns freed memory to the
+system (``malloc_trim``), and then samples its resident set size every millisecond from a
+second thread while one call at the measured batch runs.  The figure is the call's peak RSS
+above the RSS just before it.  On CUDA it is ``torch.cuda.max_memory_allocated`` above the
+allocation before the call (``tracemalloc`` does not see torch's CPU allocator).
+
+Run:  python benchmarks/bench_memory.py [--models resnet50,vit_b_16] [--size 224] [--batch 4]
+          [--backend interpreter] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import torch
+import torchvision
+
+MODELS = ("resnet50", "efficientnet_b0", "vit_b_16", "convnext_tiny", "mobilenet_v3_large", "vgg11", "resnet18")
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def release_freed_memory() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc
+        pass
+
+
+def call(tool: str, model: torch.nn.Module, x: torch.Tensor, backend: str) -> None:
+    if tool == "grad":
+        leaf = x.detach().requires_grad_(True)
+        torch.autograd.grad(model(leaf)[:, 3].sum(), leaf)
+    else:
+        from deltalift.engine import DeepLiftOptions, deeplift
+
+        deeplift(model, x, 0.0, 3, None, DeepLiftOptions(backend=backend))
+
+
+def measure_one(tool: str, name: str, size: int, batch: int, backend: str, device: str) -> int:
+    """The peak memory of one call, in bytes, measured in this (fresh) process."""
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)().to(device).eval()
+    x = torch.randn(batch, 3, size, size, device=device)
+    call(tool, model, x[:2].clone(), backend)  # warm-up: capture, allocator start-up
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        call(tool, model, x, backend)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    release_freed_memory()
+    before = rss_bytes()
+    peak = [before]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_bytes())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    call(tool, model, x, backend)
+    peak[0] = max(peak[0], rss_bytes())
+    done.set()
+    sampler.join()
+    return peak[0] - before
+
+
+def measure(tool: str, name: str, args: argparse.Namespace) -> int:
+    command = [sys.executable, __file__, "--one", tool, "--models", name, "--size", str(args.size)]
+    command += ["--batch", str(args.batch), "--backend", args.backend, "--device", args.device]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return int(json.loads(out.strip().splitlines()[-1])["peak"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--backend", default="interpreter")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(
+            json.dumps({"peak": measure_one(args.one, args.models, args.size, args.batch, args.backend, args.device)})
+        )
+        return
+    sys.path.insert(0, os.path.dirname(__file__))
+    from machine import describe
+
+    print(describe())
+    print(f"batch {args.batch} x 3 x {args.size} x {args.size}, float32 on {args.device}, backend {args.backend}\n")
+    print("| model | input gradient | DeepLift | DeepLift / gradient |")
+    print("|---|---|---|---|")
+    for name in args.models.split(","):
+        grad = measure("grad", name, args)
+        ours = measure("deeplift", name, args)
+        print(f"| {name} | {grad / 2**20:.0f} MiB | {ours / 2**20:.0f} MiB | {ours / grad:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
