@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deltalift.plot.overlay import display_image, diverging_colors, overlay, panel_limit, plot_overlays
+from deltalift.plot.overlay import display_image, diverging_colors, overlay, overlay_mosaic, panel_limit, plot_overlays
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -80,6 +80,29 @@ def test_display_image_layouts() -> None:
         display_image(np.zeros((2, 3, 4, 5)))
 
 
+def test_heat_goes_over_the_luma() -> None:
+    image = np.zeros((1, 2, 3))
+    image[0, 0] = (1.0, 0.0, 0.0)  # a red pixel: luma 0.299
+    image[0, 1] = (0.0, 0.0, 1.0)  # a blue pixel: luma 0.114
+    out = overlay(image, np.array([[0.0, 1.0]]), strength=0.5)
+    np.testing.assert_allclose(out[0, 0], [0.299] * 3)  # no heat: grey, not mistaken for heat
+    np.testing.assert_allclose(out[0, 1], 0.5 * 0.114 + 0.5 * np.array([1.0, 0.0, 0.0]))
+    np.testing.assert_allclose(overlay(image, np.zeros((1, 2)), grey=False), image)  # the photo's colours
+
+
+def test_mosaic_tiles_the_overlays() -> None:
+    rng = np.random.default_rng(2)
+    images = rng.random((2, 5, 4, 3))
+    maps = [rng.normal(size=(2, 5, 4)), rng.normal(size=(2, 5, 4))]
+    mosaic = overlay_mosaic(images, maps)
+    assert mosaic.pixels.shape == (2 * (mosaic.band + 5 + mosaic.gap), 3 * (4 + mosaic.gap), 3)
+    np.testing.assert_allclose(mosaic.panel(1, 0), images[1])
+    np.testing.assert_allclose(mosaic.panel(0, 2), overlay(images[0], maps[1][0]))
+    assert mosaic.limits[1, 0] == np.abs(maps[0][1]).max()
+    # between panels and in the title bands: white
+    assert (mosaic.pixels[: mosaic.band] == 1).all() and (mosaic.pixels[:, 4 : 4 + mosaic.gap] == 1).all()
+
+
 def test_plot_overlays_writes_a_figure(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     rng = np.random.default_rng(1)
@@ -87,12 +110,13 @@ def test_plot_overlays_writes_a_figure(tmp_path: Path) -> None:
     maps = {"DeepLIFT": rng.normal(size=(2, 3, 8, 8)), "Grad-CAM": rng.normal(size=(2, 1, 8, 8))}
     figure = plot_overlays(images, maps, ["a", "b"], tmp_path / "f.png", title="t")
     assert (tmp_path / "f.png").read_bytes()[:8] == PNG_SIGNATURE
-    axes = figure.axes
-    assert len(axes) == 2 * 3 + 1  # 2 rows of image + 2 overlays, and the colour bar
+    picture, bar = figure.axes  # one picture of every panel, one colour bar
+    mosaic = overlay_mosaic(images, [maps["DeepLIFT"].sum(1), maps["Grad-CAM"][:, 0]])
+    np.testing.assert_array_equal(picture.get_images()[0].get_array(), np.round(mosaic.pixels * 255).astype(np.uint8))
+    texts = [t.get_text() for t in picture.texts]
     limit = panel_limit(maps["DeepLIFT"][0].sum(0))
-    assert axes[1].get_title() == f"DeepLIFT\nm = {limit:.2g}"
-    # the drawn pixels are the overlay's
-    np.testing.assert_allclose(axes[1].get_images()[0].get_array(), overlay(images[0], maps["DeepLIFT"][0]))
+    assert texts[:3] == ["a", f"DeepLIFT\nm = {limit:.2g}", f"Grad-CAM\nm = {mosaic.limits[0, 1]:.2g}"]
+    assert [t.get_text() for t in bar.get_xticklabels()] == ["-m (lowers the output)", "0", "+m (raises it)"]
     with pytest.raises(ValueError, match="has 1 maps for 2 images"):
         plot_overlays(images, {"x": maps["DeepLIFT"][:1]})
     with pytest.raises(ValueError, match="got 1 titles for 2 images"):

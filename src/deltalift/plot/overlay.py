@@ -7,7 +7,10 @@ colours are matplotlib's ``bwr``: blue ``(0, 0, 1)`` at ``-m``, white at 0, red 
 ``+m``, linear in between.  The heat is blended over the image with an opacity that grows with
 ``|a|``, so that pixels contributing nothing show the photo as it is::
 
-    s = clip(a / m, -1, 1),   alpha = strength * |s|,   pixel = (1 - alpha) * image + alpha * bwr(s)
+    s = clip(a / m, -1, 1),   alpha = strength * |s|,   pixel = (1 - alpha) * grey(image) + alpha * bwr(s)
+
+with ``grey(image)`` the image's luma (ITU-R BT.601 weights), so that its own colours are not
+mistaken for heat (``grey=False`` keeps them).
 
 Each panel has its own ``m`` (methods differ in units and scale: gradients versus contributions),
 printed as the colour bar's ends.  The blending is plain numpy (:func:`overlay`), so reports
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,9 +31,11 @@ from deltalift.plot.heatmap import MISSING_MATPLOTLIB, attribution_map, save_fig
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["diverging_colors", "display_image", "overlay", "panel_limit", "plot_overlays"]
+__all__ = ["Mosaic", "diverging_colors", "display_image", "overlay", "overlay_mosaic", "panel_limit", "plot_overlays"]
 
 ArrayLike = Any
+#: The written figure's longer side at most, in pixels (the dpi is lowered for many panels).
+MAX_PIXELS = 3000
 
 
 def diverging_colors(scaled: np.ndarray) -> np.ndarray:
@@ -79,7 +85,7 @@ def display_image(image: ArrayLike) -> np.ndarray:
 
 
 def overlay(
-    image: ArrayLike, attributions: ArrayLike, limit: float | None = None, strength: float = 0.85
+    image: ArrayLike, attributions: ArrayLike, limit: float | None = None, strength: float = 0.85, grey: bool = True
 ) -> np.ndarray:
     """The heatmap of ``attributions`` blended over ``image``: ``(H, W, 3)`` in ``[0, 1]``.
 
@@ -93,6 +99,9 @@ def overlay(
         ``m`` of the scale ``[-m, m]``; default :func:`panel_limit` (``max |a|``).
     strength:
         Opacity of the heat where ``|a| >= m``, in ``[0, 1]``.
+    grey:
+        Draw the heat over the image's luma ``0.299 R + 0.587 G + 0.114 B`` (ITU-R BT.601), so that
+        the photo's own colours cannot be mistaken for heat; ``False`` keeps its colours.
     """
     if not 0 <= strength <= 1:
         raise ValueError(f"strength must be in [0, 1], got {strength}")
@@ -102,12 +111,70 @@ def overlay(
     shown = display_image(image)
     if values.shape != shown.shape[:2]:
         raise ValueError(f"the attribution map is {values.shape} but the image is {shown.shape[:2]}")
+    if grey:
+        luminance = shown @ np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 luma
+        shown = np.repeat(luminance[..., None], 3, axis=-1)
     m = panel_limit(values) if limit is None else float(limit)
     if not m > 0:
         raise ValueError(f"limit must be positive, got {limit}")
     scaled = np.clip(values / m, -1.0, 1.0)
     alpha = (strength * np.abs(scaled))[..., None]
     return (1.0 - alpha) * shown + alpha * diverging_colors(scaled)
+
+
+@dataclass
+class Mosaic:
+    """The panels of :func:`plot_overlays` tiled into one RGB picture.
+
+    Attributes
+    ----------
+    pixels:
+        ``(rows * (band + H + gap), columns * (W + gap), 3)`` in ``[0, 1]``, white between panels.
+    limits:
+        ``(rows, columns - 1)``: each overlay's ``m``.
+    band, gap:
+        Pixel rows above each panel row (for the titles), and pixels between panels.
+    height, width:
+        One panel's size.
+    """
+
+    pixels: np.ndarray
+    limits: np.ndarray
+    band: int
+    gap: int
+    height: int
+    width: int
+
+    def panel(self, row: int, column: int) -> np.ndarray:
+        """The pixels of one panel (column 0: the image)."""
+        top = row * (self.band + self.height + self.gap) + self.band
+        left = column * (self.width + self.gap)
+        return self.pixels[top : top + self.height, left : left + self.width]
+
+    def centre_above(self, row: int, column: int) -> tuple[float, float]:
+        """``(x, y)`` in pixel coordinates of the middle of the title band above a panel."""
+        x = column * (self.width + self.gap) + self.width / 2 - 0.5
+        y = row * (self.band + self.height + self.gap) + self.band / 2 - 0.5
+        return x, y
+
+
+def overlay_mosaic(
+    images: ArrayLike, maps: Sequence[np.ndarray], percentile: float = 100.0, strength: float = 0.85
+) -> Mosaic:
+    """Each image and its overlays (one per map ``(N, H, W)``), tiled row by row."""
+    batch = [display_image(image) for image in to_numpy(images)]
+    height, width = batch[0].shape[:2]
+    band, gap = max(2, round(0.5 * height)), max(1, round(0.06 * width))
+    rows, columns = len(batch), len(maps) + 1
+    pixels = np.ones((rows * (band + height + gap), columns * (width + gap), 3))
+    limits = np.zeros((rows, len(maps)))
+    mosaic = Mosaic(pixels, limits, band, gap, height, width)
+    for row, shown in enumerate(batch):
+        mosaic.panel(row, 0)[...] = shown
+        for k, values in enumerate(maps):
+            limits[row, k] = panel_limit(values[row], percentile)
+            mosaic.panel(row, k + 1)[...] = overlay(shown, values[row], limits[row, k], strength)
+    return mosaic
 
 
 def plot_overlays(
@@ -142,14 +209,14 @@ def plot_overlays(
     Returns
     -------
     matplotlib.figure.Figure
-        Each overlay's title gives its ``m``; one colour bar below shows the scale ``[-m, m]``.
+        One picture (:func:`overlay_mosaic`) with each panel's title and ``m`` above it, and one
+        colour bar below for the scale ``[-m, m]``.
     """
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
-    batch = to_numpy(images)
     maps = {name: attribution_map(values) for name, values in attributions.items()}
-    n_rows, n_maps = len(batch), len(maps)
+    n_rows, n_maps = len(to_numpy(images)), len(maps)
     if n_rows == 0 or n_maps == 0:
         raise ValueError("there are no images or no attributions to plot")
     for name, values in maps.items():
@@ -157,43 +224,37 @@ def plot_overlays(
             raise ValueError(f"{name} has {len(values)} maps for {n_rows} images")
     if titles is not None and len(titles) != n_rows:
         raise ValueError(f"got {len(titles)} titles for {n_rows} images")
+    mosaic = overlay_mosaic(images, list(maps.values()), percentile, strength)
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise ImportError(MISSING_MATPLOTLIB) from exc
-    # a fixed grid, not constrained layout: measuring dozens of panels' titles costs seconds
-    header, footer = (0.5 if title else 0.15), 0.5
-    width, height = panel_size * (n_maps + 1), (panel_size + 0.4) * n_rows + header + footer
+    # one picture and a text per panel: dozens of axes would cost seconds to lay out and draw
+    grid_height, grid_width = mosaic.pixels.shape[:2]
+    header, footer = (0.4 if title else 0.0), 0.45
+    width = panel_size * (n_maps + 1)
+    height = width * grid_height / grid_width + header + footer
     figure = Figure(figsize=(width, height))
     FigureCanvasAgg(figure)
     if title:
-        figure.suptitle(title, fontsize=10, y=1 - 0.1 / height)
-    axes = figure.subplots(n_rows, n_maps + 1, squeeze=False)
-    figure.subplots_adjust(
-        left=0.02,
-        right=0.98,
-        top=1 - header / height,
-        bottom=footer / height,
-        wspace=0.08,
-        hspace=0.45 * 1.8 / panel_size,
-    )
+        figure.suptitle(title, fontsize=10, y=1 - 0.08 / height, va="top")
+    ax = figure.add_axes((0.0, footer / height, 1.0, 1 - (header + footer) / height))
+    ax.imshow(np.round(mosaic.pixels * 255).astype(np.uint8), interpolation="nearest", aspect="auto")
+    ax.set_axis_off()
+    names = list(maps)
     for row in range(n_rows):
-        shown = display_image(batch[row])
-        axes[row, 0].imshow(shown, interpolation="nearest")
-        axes[row, 0].set_title(titles[row] if titles is not None else "", fontsize=7)
-        for column, (name, values) in enumerate(maps.items(), start=1):
-            limit = panel_limit(values[row], percentile)
-            axes[row, column].imshow(overlay(shown, values[row], limit, strength), interpolation="nearest")
-            axes[row, column].set_title(f"{name}\nm = {limit:.2g}", fontsize=7)
-        for ax in axes[row]:
-            ax.set_xticks([])
-            ax.set_yticks([])
+        x, y = mosaic.centre_above(row, 0)
+        ax.text(x, y, titles[row] if titles is not None else "", ha="center", va="center", fontsize=6)
+        for k, name in enumerate(names):
+            x, y = mosaic.centre_above(row, k + 1)
+            label = f"{name}\nm = {mosaic.limits[row, k]:.2g}"
+            ax.text(x, y, label, ha="center", va="center", fontsize=6, linespacing=1.0)
     scale = ScalarMappable(Normalize(-1.0, 1.0), "bwr")
-    bar_axes = figure.add_axes((0.3, 0.12 / height, 0.4, 0.1 / height))
+    bar_axes = figure.add_axes((0.3, 0.22 / height, 0.4, 0.08 / height))
     bar = figure.colorbar(scale, cax=bar_axes, orientation="horizontal", ticks=[-1, 0, 1])
     bar.ax.set_xticklabels(["-m (lowers the output)", "0", "+m (raises it)"])
     bar.ax.tick_params(labelsize=7)
     if path is not None:
-        save_figure(figure, path, dpi)
+        save_figure(figure, path, min(dpi, int(MAX_PIXELS / max(width, height))))
     return figure

@@ -1,0 +1,73 @@
+"""End to end: a folder of PNGs written by the test, a torchvision ResNet-18 saved by the test, every
+method of ``deltalift explain`` in one command, and the HTML report rendered in headless Chromium."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deltalift import DeepLift, LayerGradCam
+from deltalift.cli import EXIT_OK, main
+from deltalift.images import IMAGENET_MEAN, IMAGENET_STD, Preprocess, load_images
+from deltalift.method_catalog import METHODS
+from deltalift.methods import interpolate
+
+Image = pytest.importorskip("PIL.Image")
+torchvision = pytest.importorskip("torchvision")
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def photos_and_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, torch.nn.Module]:
+    folder = tmp_path_factory.mktemp("e2e")
+    photos = folder / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for name, (height, width) in (("a.png", (40, 36)), ("b.png", (36, 44)), ("c.png", (38, 38))):
+        smooth = rng.random((height // 4 + 1, width // 4 + 1, 3))  # blobs, upsampled: photo-like structure
+        pixels = np.kron(smooth, np.ones((4, 4, 1)))[:height, :width] * 255
+        Image.fromarray(pixels.astype(np.uint8)).save(photos / name)
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=3).eval()
+    torch.save(model, folder / "resnet18.pt")
+    return photos, folder / "resnet18.pt", model
+
+
+def test_every_method_on_an_image_folder_and_the_report_in_chromium(photos_and_model: tuple, tmp_path: Path) -> None:
+    from test_report import count_panels, screenshot
+
+    photos, model_path, model = photos_and_model
+    out = tmp_path / "out"
+    argv = ["explain", "--model", str(model_path), "--inputs", str(photos), "--out", str(out), "--no-progress"]
+    options = ["--preprocess", "torchvision", "--resize", "34", "--crop", "32", "--window", "8"]
+    options += ["--n-steps", "16", "--nt-samples", "3", "--shap-references", "3", "--method", ",".join(METHODS)]
+    assert main(argv + options) == EXIT_OK
+
+    # the inputs: the folder read with the documented preprocessing
+    x = load_images(photos, Preprocess(34, 32, IMAGENET_MEAN, IMAGENET_STD)).inputs
+    predicted = model(x).argmax(1)
+    assert np.load(out / "targets.npy").tolist() == predicted.tolist()
+    for name in METHODS:
+        shape = (3, 1, 32, 32) if name == "gradcam" else (3, 3, 32, 32)
+        values = np.load(out / f"attributions-{name}.npy")
+        assert values.shape == shape and np.isfinite(values).all() and np.abs(values).max() > 0, name
+    expected = DeepLift(model).attribute(x, baselines=0.0, target=predicted)
+    np.testing.assert_allclose(np.load(out / "attributions-deeplift.npy"), expected.numpy(), rtol=1e-4, atol=1e-6)
+    assert np.abs(np.load(out / "deltas-deeplift.npy")).max() < 1e-4
+    cam = interpolate(LayerGradCam(model, "layer4.1.conv2").attribute(x, target=predicted), (32, 32), "bilinear")
+    np.testing.assert_allclose(np.load(out / "attributions-gradcam.npy"), cam.detach().numpy(), rtol=1e-4, atol=1e-6)
+    assert (out / "attributions.png").read_bytes()[:8] == PNG_SIGNATURE
+
+    # the report: every panel drawn by a real browser, and the facts of each example
+    html = (out / "report.html").read_text()
+    for i, name in enumerate(("a.png", "b.png", "c.png")):
+        p = int(predicted[i])
+        assert f"{name} &mdash; predicted class {p}, target {p}" in html
+    assert "layer=layer4.1.conv2" in html and "n_steps=16" in html and "composite=epsilon_plus_flat" in html
+    pixels = screenshot(out / "report.html", tmp_path / "report.png", width=1600, height=3600)
+    assert count_panels(pixels) == 3 * (1 + len(METHODS))  # per image: the input and one panel per method
+    assert (pixels[-40:] == 255).all()  # the page ends above the window's bottom: nothing was cut off
