@@ -80,6 +80,32 @@ def test_softmax_family_is_well_conditioned(kind: str, gap: float) -> None:
     assert_well_conditioned(Softmax(kind), x, torch.tensor([[0.0, 0.0, gap, 0.0, 0.0]], dtype=F64), target)
 
 
+@pytest.mark.parametrize("kind", ["softmax", "log_softmax", "logsumexp"])
+@pytest.mark.parametrize("shift", [300.0, 2500.0])
+def test_a_common_shift_of_large_logits_keeps_float32_at_its_rounding(kind: str, shift: float) -> None:
+    """Every logit moves by about ``shift`` (a network fed inputs of scale 500, as in Captum's
+    max-pooling classification tests): the closed-form logsumexp contributions are about
+    ``shift / n`` each, and the probabilities' rounding, magnified by ``q ~ shift``, used to leave
+    their sum off by ``shift * n * ulp(1)`` (1e-3 at 2500). Now float32's summation error stays
+    within a few ulps of the logits, each contribution within float32's intrinsic relative error
+    ``eps * shift`` of float64, and float64 is exact to 1e-12 of the shift."""
+    base = torch.tensor([[0.3, -0.2, 0.5, 0.1, -0.4], [1.0, 0.2, -0.7, 0.0, 0.4]], dtype=F64)
+    x, x0 = base + shift, base.roll(1, -1)
+    target = 0 if kind == "logsumexp" else 2
+    model = Softmax(kind)
+    c64, d64 = _attribute(model, x, x0, target)
+    assert d64.abs().max() <= 1e-12 * shift
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IllConditionedWarning)  # contributions ~shift/n explain a change ~1
+        c32, d32 = DeepLift(model).attribute(x.float(), x0.float(), target=target, return_convergence_delta=True)
+    ulp = torch.finfo(F32).eps * shift
+    assert d32.abs().max() <= 8 * ulp, (d32, ulp)
+    # each contribution is about shift * p_j, and p_j = exp(x_j - L) inherits the rounding of the
+    # log-probability (one ulp of the logits): relative error up to about eps * shift, intrinsic to
+    # float32 logits of this size
+    assert (c32.double() - c64).abs().max() <= 100 * torch.finfo(F32).eps * shift * c64.abs().max()
+
+
 def test_softmax_figures() -> None:
     """softmax(x)[1] for x = (g, g/2, 0, 0, 0) against zeros changes by about -0.2: the contributions
     stay of that size (the product split of exp(x - c) * (1/sum) gave +-14.8 at g = 10, +-2202 at

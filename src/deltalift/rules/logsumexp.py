@@ -12,7 +12,12 @@ underflows and no two large terms cancel::
     C(dx_j, dL) = q * (p_j - rho p0_j)   if L >= L0,      q * (rho p_j - p0_j)   otherwise,
     q = |L - L0| / (1 - rho)            (q -> 1 as L -> L0)
 
-They sum to ``L - L0`` exactly, and ``|C_j| <= q <= 1 + |L - L0|``.  The multiplier is
+They sum to ``L - L0`` exactly, and ``|C_j| <= q <= 1 + |L - L0|``.  In floating point the
+probabilities sum to one only up to rounding, which ``q`` (about ``|L - L0|``) magnifies: a common
+shift of large logits (``x - x0`` about 2500 for every class) would leave ``sum_j C_j`` off by
+``q * n * ulp(1)``, far above the rounding of ``L - L0`` itself.  So the residual
+``(L - L0) - sum_j C_j`` (zero in exact arithmetic) is added back in proportion to the dominant
+side's probabilities, which restores the sum to the rounding of ``L - L0``.  The multiplier is
 ``C_j / dx_j``; where ``dx_j`` is (near) zero its limit ``q p0_j rho`` (``q p0_j`` when
 ``L < L0``).  Softmax and log-softmax are built on it (:mod:`deltalift.rules.composite`).
 """
@@ -43,6 +48,7 @@ def logsumexp_pair(pair: Pair, dims: Sequence[int], eps: float) -> Pair:
         q = torch.where(gap > 0, gap / -torch.expm1(-gap), torch.ones_like(gap))
         rising = change >= 0
         contributions = q * torch.where(rising, p - rho * p0, rho * p - p0)
+        contributions = contributions + torch.where(rising, p, p0) * (change - contributions.sum(dims, keepdim=True))
         limit = q * p0 * torch.where(rising, rho, torch.ones_like(rho))
 
         def at_reference(near: tuple[Tensor, ...]) -> Tensor:
