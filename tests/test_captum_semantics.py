@@ -761,3 +761,17 @@ def test_integer_inputs_elsewhere_get_clear_errors():
         LayerDeepLift(net, net.embeddings).attribute(ids, target=0, attribute_to_layer_input=True)
     with pytest.raises(ValueError, match=r"not one floating tensor \(dtype torch.int64\)"):
         LayerGradCam(net, net.embeddings).attribute(ids, target=0, attribute_to_layer_input=True)
+
+
+def test_attribute_future_raises_not_implemented_as_captums():
+    """Captum's asynchronous ``attribute_future`` is unimplemented for these methods in Captum
+    itself; deltalift's classes raise the same ``NotImplementedError`` rather than an
+    ``AttributeError``, so code written against Captum meets the same behaviour."""
+    import deltalift.methods
+
+    model = nn.Linear(3, 2)
+    for name in ("Saliency", "InputXGradient", "IntegratedGradients", "DeepLift", "Occlusion", "GradientShap"):
+        with pytest.raises(NotImplementedError):
+            getattr(captum_attr, name)(model).attribute_future()
+        with pytest.raises(NotImplementedError, match="call attribute"):
+            getattr(deltalift.methods, name)(model).attribute_future()

@@ -56,6 +56,14 @@ class AttributionMethod:
         """Captum's check: ``sum(attributions) - (t(end_point) - t(start_point))`` per example."""
         return convergence_delta(self.model, attributions, start_point, end_point, target, additional_forward_args)
 
+    def attribute_future(self, *args: Any, **kwargs: Any) -> Any:
+        """Captum's asynchronous variant (``torch.futures``), which Captum itself leaves
+        unimplemented for these methods: raises ``NotImplementedError`` as Captum does; call
+        ``attribute``."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.attribute_future is not implemented (nor in Captum for this method); call attribute"
+        )
+
     def _format_inputs(self, inputs: TensorOrTuple, allow_integer: bool = False) -> tuple[tuple[Tensor, ...], bool]:
         """The inputs as a checked tuple (and the model checked against them), and whether a tuple was
         given; integer inputs only with ``allow_integer`` (methods that attribute to a layer)."""
