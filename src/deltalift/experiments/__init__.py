@@ -11,3 +11,5 @@ from deltalift.experiments.report import ExperimentRun, run_experiment
 __all__ = ["Experiment", "ExperimentRun", "all_experiments", "get", "register", "run_experiment"]
 
 # Each module below registers its experiment on import.
+from deltalift.experiments import tcav  # noqa: E402, F401
+from deltalift.experiments import senn  # noqa: E402, F401
