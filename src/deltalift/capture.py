@@ -137,6 +137,11 @@ def capture(
 ) -> CapturedProgram:
     """Capture ``model(*args)``; reuse a cached graph for the same input signature.
 
+    Looked up first in memory (per model instance), then in the capture cache on disk
+    (:mod:`deltalift.capture_cache`: keyed by the model's code, attributes and state shapes, the
+    input signature, ``mark`` and the versions; no weights stored), and only then exported; a
+    new capture is stored in both.
+
     ``mark``: the path (or paths) of a submodule that runs no operation of its own (an eval-mode
     dropout, an identity) whose output must be found in the graph: while capturing, a forward hook
     records its output as ``output * 1`` inside the module's call (the hook is removed afterwards,
