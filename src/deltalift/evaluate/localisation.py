@@ -77,7 +77,12 @@ class LocalisationResult:
 
     def summary(self) -> dict[str, float]:
         """The means over the examples (NaN entries, examples without ground truth, skipped)."""
-        return {k: float(np.nanmean(getattr(self, k))) for k in ("auroc", "auprc", "mass_inside")}
+        out = {}
+        for key in ("auroc", "auprc", "mass_inside"):
+            values = np.asarray(getattr(self, key), dtype=np.float64)
+            finite = values[~np.isnan(values)]
+            out[key] = float(finite.mean()) if finite.size else float("nan")
+        return out
 
 
 def localisation(

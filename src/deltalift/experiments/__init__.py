@@ -11,5 +11,12 @@ from deltalift.experiments.report import ExperimentRun, run_experiment
 __all__ = ["Experiment", "ExperimentRun", "all_experiments", "get", "register", "run_experiment"]
 
 # Each module below registers its experiment on import.
-from deltalift.experiments import tcav  # noqa: E402, F401
-from deltalift.experiments import senn  # noqa: E402, F401
+from deltalift.experiments import (
+    digits_checks,  # noqa: E402, F401
+    digits_erasure,  # noqa: E402, F401
+    genomics_simulation,  # noqa: E402, F401
+    internal_influence,  # noqa: E402, F401
+    senn,  # noqa: E402, F401
+    tcav,  # noqa: E402, F401
+    toy,  # noqa: E402, F401
+)
