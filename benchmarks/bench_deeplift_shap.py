@@ -1,12 +1,18 @@
-"""DeepLIFT-SHAP on a BPNet-like model: deltalift against tangermeme and Captum.
+"""DeepLIFT-SHAP on a BPNet-like model: deltalift against tangermeme and Captum, each at its best batch size.
 
 BPNet-like: a 21-bp convolution, 8 dilated residual Conv1d layers (64 filters, dilation 2..256),
 global average pooling and a dense head; 1000 bp one-hot sequences; random weights.  8 sequences
-x 20 dinucleotide-shuffled references, the same references for every tool, in one process;
-medians of ``--repeats`` interleaved runs after a warm-up (deltalift's capture happens in the
-warm-up).
+x 20 dinucleotide-shuffled references, the same references for every tool, in one process.
 
-Run:  python benchmarks/bench_deeplift_shap.py [--repeats 5]
+Each tool's batch size (pairs of a sequence and a reference evaluated at once) is swept over
+``--batch-sizes`` first (one timed run per size after a warm-up); then the tools run at their
+best size, ``--repeats`` times interleaved, and the medians are reported.  Captum's
+``DeepLiftShap`` takes one reference set for a whole batch, so with references per sequence it
+runs per sequence (20 pairs a call); Captum's ``DeepLift`` on the explicit (sequence, reference)
+pairs, averaged per sequence, is the same computation in batches of any size, and is swept.
+Outputs are compared per position (tangermeme projects onto the observed base).
+
+Run:  python benchmarks/bench_deeplift_shap.py [--repeats 5] [--batch-sizes 20,40,80,160]
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deltalift import DeepLiftShap
+from machine import describe
 
 
 class BPNetLike(nn.Module):
@@ -70,7 +77,7 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int) -> d
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def captum_shap(model: nn.Module, x: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:
+def captum_shap(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, batch_size: int = 0) -> torch.Tensor:
     """Captum's DeepLiftShap takes one reference set for the batch: run it per sequence."""
     from captum.attr import DeepLiftShap as CaptumDeepLiftShap
 
@@ -80,12 +87,49 @@ def captum_shap(model: nn.Module, x: torch.Tensor, refs: torch.Tensor) -> torch.
         return torch.cat([explainer.attribute(x[i : i + 1], refs[i], target=0) for i in range(x.shape[0])])
 
 
-def tangermeme_shap(model: nn.Module, x: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:
+def captum_pairs(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Captum's DeepLift on the (sequence, reference) pairs, ``batch_size`` pairs a call,
+    contributions averaged over each sequence's references (DeepLIFT-SHAP)."""
+    from captum.attr import DeepLift as CaptumDeepLift
+
+    n, k = refs.shape[:2]
+    inputs = x[:, None].expand_as(refs).reshape(n * k, *x.shape[1:])
+    baselines = refs.reshape(n * k, *x.shape[1:])
+    explainer = CaptumDeepLift(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parts = [
+            explainer.attribute(inputs[i : i + batch_size], baselines[i : i + batch_size], target=0)
+            for i in range(0, n * k, batch_size)
+        ]
+    return torch.cat(parts).reshape(n, k, *x.shape[1:]).mean(1)
+
+
+def tangermeme_shap(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, batch_size: int) -> torch.Tensor:
     from tangermeme.deep_lift_shap import deep_lift_shap
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return deep_lift_shap(model, x, target=0, references=refs, batch_size=len(refs[0]) * len(x), verbose=False)
+        return deep_lift_shap(model, x, target=0, references=refs, batch_size=batch_size, verbose=False)
+
+
+def deltalift_shap(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return DeepLiftShap(model, batch_size=batch_size).attribute(x, refs, target=0)
+
+
+Tool = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+def best_batch_size(tool: Tool, model: nn.Module, x: torch.Tensor, refs: torch.Tensor, sizes: list[int]) -> int:
+    """The batch size at which ``tool`` was fastest (one warm-up, then one timed run per size)."""
+    tool(model, x, refs, sizes[0])
+    times = {}
+    for size in sizes:
+        start = time.perf_counter()
+        tool(model, x, refs, size)
+        times[size] = time.perf_counter() - start
+    print("    " + ", ".join(f"{size}: {seconds:.2f} s" for size, seconds in times.items()))
+    return min(times, key=times.__getitem__)
 
 
 def main() -> None:
@@ -94,32 +138,45 @@ def main() -> None:
     parser.add_argument("--sequences", type=int, default=8)
     parser.add_argument("--references", type=int, default=20)
     parser.add_argument("--length", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=64, help="deltalift's pairs per batch (its default)")
+    parser.add_argument("--batch-sizes", default="20,40,80,160", help="pairs per batch, swept for every tool")
     args = parser.parse_args()
+    sizes = [int(s) for s in args.batch_sizes.split(",")]
     torch.manual_seed(0)
     model = BPNetLike().eval()
     x = random_one_hot(args.sequences, args.length, torch.Generator().manual_seed(1))
     refs = shuffled_references(x, args.references, seed=2)
-    ours = DeepLiftShap(model, batch_size=args.batch_size)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(describe())
     print(
-        f"BPNet-like, {args.sequences} sequences x {args.references} references x {args.length} bp, median of {args.repeats}\n"
+        f"BPNet-like, {args.sequences} sequences x {args.references} references x {args.length} bp, "
+        f"batch sizes swept over {sizes}, median of {args.repeats}\n"
     )
-    fns: dict[str, Callable[[], object]] = {"deltalift": lambda: ours.attribute(x, refs, target=0)}
-    reference_result = ours.attribute(x, refs, target=0)
-    for name, fn in (("tangermeme", tangermeme_shap), ("captum", captum_shap)):
+    tools: dict[str, Tool] = {
+        "deltalift": deltalift_shap,
+        "tangermeme": tangermeme_shap,
+        "captum DeepLift on pairs": captum_pairs,
+        "captum DeepLiftShap per sequence": captum_shap,
+    }
+    reference_result = deltalift_shap(model, x, refs, 64)
+    fns: dict[str, Callable[[], object]] = {}
+    chosen: dict[str, int] = {}
+    for name, tool in tools.items():
         try:
-            result = fn(model, x, refs)  # tangermeme projects onto the observed base: compare per position
+            result = tool(model, x, refs, sizes[0])
             difference = (result.sum(1) - reference_result.sum(1)).abs().max().item()
-            fns[name] = lambda fn=fn: fn(model, x, refs)
-            print(f"  {name}: max |difference| from deltalift per position {difference:.2e}")
+            print(f"  {name}: max |difference| from deltalift per position {difference:.2e}; batch sizes:")
+            size = args.references if tool is captum_shap else best_batch_size(tool, model, x, refs, sizes)
+            if tool is captum_shap:
+                print(f"    {args.references} (one sequence's references a call)")
         except Exception as exc:  # a peer that is not installed or refuses the model
             print(f"  {name}: not run ({type(exc).__name__}: {str(exc).splitlines()[0][:100]})")
+            continue
+        chosen[name] = size
+        fns[name] = lambda tool=tool, size=size: tool(model, x, refs, size)
     print()
     timings = interleaved_medians(fns, args.repeats)
     for name, seconds in timings.items():
         ratio = "" if name == "deltalift" else f"   {seconds / timings['deltalift']:.2f}x deltalift's time"
-        print(f"{name:<11} {seconds:7.3f} s{ratio}")
+        print(f"{name:<33} batch {chosen[name]:>4}  {seconds:7.3f} s{ratio}")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ in float64, to 1e-10 relative to the contributions' scale.
   a dense or convolution layer before a nonlinearity under RevealCancel and the genomics default
   (``plan.RULE_CHOICES``), the program replayed as recorded (``backend="traced"``);
 - the same program through ``torch.compile`` with the ``aot_eager`` backend (dynamo and
-  functionalisation over the recorded program, which checks its construction) on a subset, and
-  with inductor on two small models;
+  functionalisation over the recorded program, which checks its construction) on two cases, and
+  with inductor on one small CNN (compiling takes tens of seconds a model, too long for the
+  matrix in CI);
 - guards: a call whose data would take another branch of a rule (a position where the input
   equals the reference) is recomputed, never answered from a program recorded on other data;
 - live weights, the ``auto`` policy, the option checks and the cache directory.
@@ -119,9 +120,7 @@ def aot_eager(monkeypatch: pytest.MonkeyPatch) -> None:
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize(
-    "name", ["functional:F.gelu", "maxpool_3_stride2_pad1", "softmax_inside", "norms", "torchvision:resnet18"]
-)
+@pytest.mark.parametrize("name", ["functional:F.gelu", "maxpool_3_stride2_pad1"])
 def test_compiled_program_equals_interpreter(name: str, aot_eager: None) -> None:
     assert_replay_matches(name, backend="compiled")
 
@@ -136,14 +135,15 @@ class _SmallCNN(nn.Module):
         return self.fc(torch.nn.functional.silu(self.conv(x)).flatten(1).sigmoid())
 
 
-@pytest.mark.parametrize("build", [lambda: nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3)), _SmallCNN])
-def test_inductor_program_equals_interpreter(build: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default compiler (inductor): the fused multiplier kernels give the interpreter's values."""
+def test_inductor_program_equals_interpreter(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default compiler (inductor): the fused multiplier kernels give the interpreter's values.
+    (One small CNN: an inductor compile takes tens of seconds even for it.)"""
+    build = _SmallCNN
     pytest.importorskip("torch._inductor")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     torch.manual_seed(0)
     model = build().double().eval()
-    shape = (3, 5) if isinstance(model, nn.Sequential) else (3, 2, 6, 6)
+    shape = (3, 2, 6, 6)
     x, y = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
     explain(model, (x,), None, 1, None, backend="compiled")
     before = fast_path.counts["replayed"]
