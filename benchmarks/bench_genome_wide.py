@@ -50,12 +50,17 @@ def write_genome(folder: Path, n_regions: int, seed: int = 0) -> tuple[Path, Pat
     return fasta, bed
 
 
-def line(label: str, regions: int, seconds: float) -> float:
+def line(label: str, regions: int, seconds: float, cpu_seconds: float | None = None) -> float:
+    """Print and return the rate; ``cpu_seconds`` (the process's busy time) adds the rate per busy core,
+    what an unloaded machine would give a single-threaded run."""
     rate = regions / seconds
     hours = REGIONS_PER_CHROMOSOME / rate / 3600
-    print(
-        f"{label:<44} {regions:>3} regions in {seconds:7.1f} s: {rate:7.3f} regions/s -> 330K regions in {hours:8.1f} h"
+    text = (
+        f"{label:<44} {regions:>3} regions in {seconds:7.1f} s: {rate:7.4f} regions/s -> 330K regions in {hours:8.0f} h"
     )
+    if cpu_seconds:
+        text += f" (CPU {cpu_seconds:.1f} s: {regions / cpu_seconds:.4f} regions per CPU-second)"
+    print(text, flush=True)
     return rate
 
 
@@ -68,6 +73,7 @@ def main() -> None:
     parser.add_argument("--ray-actors", type=int, default=2)
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--skip-tangermeme", action="store_true")
+    parser.add_argument("--skip-single", action="store_true", help="skip the single-process run (e.g. Ray only)")
     parser.add_argument("--filters", type=int, default=512, help="accessibility filters (512: ChromBPNet's)")
     args = parser.parse_args()
 
@@ -90,15 +96,18 @@ def main() -> None:
     fasta, bed = write_genome(folder, args.regions + 1)
     common = {"n_shuffles": N_SHUFFLES, "batch_size": args.batch_size, "head": "count", "device": args.device}
 
-    # deltalift, one process: a warm-up region (capture), then the timed regions in one shard
-    warm_bed = folder / "warm.bed"
-    warm_bed.write_text(bed.read_text().splitlines()[-1] + "\n")
-    attribute_regions(chrom, fasta, folder / "warm", WIDTH, warm_bed, show_progress=False, **common)
     timed_bed = folder / "timed.bed"
     timed_bed.write_text("\n".join(bed.read_text().splitlines()[: args.regions]) + "\n")
-    began = time.perf_counter()
-    attribute_regions(chrom, fasta, folder / "single", WIDTH, timed_bed, show_progress=False, **common)
-    single = line("deltalift, 1 process", args.regions, time.perf_counter() - began)
+    single = None
+    if not args.skip_single:
+        # deltalift, one process: a warm-up region (capture), then the timed regions in one shard
+        warm_bed = folder / "warm.bed"
+        warm_bed.write_text(bed.read_text().splitlines()[-1] + "\n")
+        attribute_regions(chrom, fasta, folder / "warm", WIDTH, warm_bed, show_progress=False, **common)
+        began, busy = time.perf_counter(), time.process_time()
+        attribute_regions(chrom, fasta, folder / "single", WIDTH, timed_bed, show_progress=False, **common)
+        seconds, cpu = time.perf_counter() - began, time.process_time() - busy
+        single = line("deltalift, 1 process", args.regions, seconds, cpu)
 
     if not args.skip_tangermeme:
         try:
@@ -117,10 +126,12 @@ def main() -> None:
                     tangermeme_dls(
                         head, X[:1], n_shuffles=N_SHUFFLES, batch_size=batch, device=args.device, random_state=0
                     )
-                    began = time.perf_counter()
+                    began, busy = time.perf_counter(), time.process_time()
                     tangermeme_dls(head, X, n_shuffles=N_SHUFFLES, batch_size=batch, device=args.device, random_state=0)
-                best = max(best, line(f"tangermeme, batch_size={batch}", len(X), time.perf_counter() - began))
-            print(f"deltalift / tangermeme at its best batch size: {single / best:.2f}x")
+                seconds, cpu = time.perf_counter() - began, time.process_time() - busy
+                best = max(best, line(f"tangermeme, batch_size={batch}", len(X), seconds, cpu))
+            if single is not None:
+                print(f"deltalift / tangermeme at its best batch size: {single / best:.2f}x")
 
     if not args.skip_ray:
         import ray
@@ -136,11 +147,17 @@ def main() -> None:
             attribute_regions(folder / "chrombpnet.pt", fasta, folder / "ray", WIDTH, timed_bed, shard_size=1,
                               ray=options, show_progress=False, **common)  # fmt: skip
             line(f"deltalift, Ray, {args.ray_actors} CPU actors (wall)", args.regions, time.perf_counter() - began)
-            seconds = [json.loads(p.read_text())["seconds"] for p in (folder / "ray" / "shards").glob("*/shard.json")]
-            steady = line(f"deltalift, Ray, {args.ray_actors} CPU actors (steady)", args.regions,
-                          sum(seconds) / args.ray_actors)  # fmt: skip
-            print(f"(Ray start-up {started:.1f} s, not counted; steady: each actor busy with its shards; "
-                  f"{steady / single:.2f}x one process)")  # fmt: skip
+            shards = [json.loads(p.read_text()) for p in (folder / "ray" / "shards").glob("*/shard.json")]
+            steady = line(
+                f"deltalift, Ray, {args.ray_actors} CPU actors (steady)",
+                args.regions,
+                sum(info["seconds"] for info in shards) / args.ray_actors,
+                sum(info["cpu_seconds"] for info in shards),
+            )
+
+            print(f"(Ray start-up {started:.1f} s, not counted; steady: the actors' busy time, capture included)")
+            if single is not None:
+                print(f"Ray steady / one process: {steady / single:.2f}x")
         finally:
             ray.shutdown()
 

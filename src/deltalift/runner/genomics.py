@@ -26,6 +26,7 @@ window's result does not depend on the shard it is in or the worker that compute
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
@@ -74,6 +75,12 @@ def reverse_complement(X: torch.Tensor) -> torch.Tensor:
     if X.ndim != 3 or X.shape[1] != 4:
         raise ValueError(f"reverse complements need one-hot ACGT sequences (N, 4, L), got {tuple(X.shape)}")
     return X.flip(1, 2)
+
+
+def _genome_settings(path: Path) -> dict[str, Any]:
+    """The genome file's path, size and modification time (hashing a genome's gigabytes would take minutes)."""
+    stat = path.stat()
+    return {"file": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def _windows_digest(windows: Sequence[Window]) -> str:
@@ -133,7 +140,7 @@ class RegionAttributionJob:
         return {
             "model": model_settings(self.model),
             "head": self.head,
-            "genome": str(Path(self.genome).resolve()),
+            "genome": _genome_settings(Path(self.genome)),
             "windows": {
                 "count": len(self.windows),
                 "width": self.windows[0].width,
@@ -256,9 +263,10 @@ def finish_region_attribution(
     if bigwig:
         files["contributions.bw"] = out / "contributions.bw"
         size = store.shard_size
+        shard_of = functools.lru_cache(maxsize=64)(lambda k: store.read(k, "contributions", mmap=True))
 
         def contribution(i: int) -> np.ndarray:
-            return np.asarray(store.read(i // size, "contributions", mmap=True)[i % size])
+            return np.asarray(shard_of(i // size)[i % size])
 
         write_contribution_bigwig(files["contributions.bw"], windows, contribution, chrom_sizes, overlap=overlap)
     return files

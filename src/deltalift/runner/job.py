@@ -88,10 +88,10 @@ class RunSummary:
 def compute_shard(job: ShardJob, store: ShardStore, shard: int) -> float:
     """Compute ``shard`` of ``job`` and write it to ``store``; return the seconds it took."""
     start, stop = store.bounds(shard)
-    began = time.perf_counter()
+    began, busy = time.perf_counter(), time.process_time()
     arrays = dict(job.compute(start, stop))
     seconds = time.perf_counter() - began
-    store.write(shard, arrays, seconds=seconds)
+    store.write(shard, arrays, seconds=seconds, cpu_seconds=time.process_time() - busy)
     return seconds
 
 

@@ -4,7 +4,7 @@ Layout of an output folder ``OUT``::
 
     OUT/manifest.json           the job's kind, settings, item count and shard size
     OUT/shards/00000/NAME.npy   one .npy file per result array of shard 0 (items [0, shard_size))
-    OUT/shards/00000/shard.json its item range and the seconds it took
+    OUT/shards/00000/shard.json its item range and the wall-clock and CPU seconds it took
     OUT/shards/00001/...
 
 A shard is written into a temporary folder beside its final place and renamed into it once complete
@@ -143,8 +143,11 @@ class ShardStore:
         """The shards not yet written, in order."""
         return [k for k in range(self.n_shards) if not self.is_done(k)]
 
-    def write(self, shard: int, arrays: Mapping[str, np.ndarray], seconds: float = 0.0) -> None:
-        """Write ``shard`` atomically: each array (leading axis = the shard's items) as ``NAME.npy``."""
+    def write(
+        self, shard: int, arrays: Mapping[str, np.ndarray], seconds: float = 0.0, cpu_seconds: float = 0.0
+    ) -> None:
+        """Write ``shard`` atomically: each array (leading axis = the shard's items) as ``NAME.npy``; the
+        wall-clock and CPU seconds it took go to its ``shard.json``."""
         start, stop = self.bounds(shard)
         for name, array in arrays.items():
             if not name.isidentifier():
@@ -158,7 +161,14 @@ class ShardStore:
         try:
             for name, array in arrays.items():
                 np.save(temporary / f"{name}.npy", np.asarray(array), allow_pickle=False)
-            info = {"shard": shard, "start": start, "stop": stop, "arrays": sorted(arrays), "seconds": seconds}
+            info = {
+                "shard": shard,
+                "start": start,
+                "stop": stop,
+                "arrays": sorted(arrays),
+                "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
+            }
             (temporary / "shard.json").write_text(json.dumps(info, sort_keys=True) + "\n")
             final = self.path(shard)
             if final.exists():  # written meanwhile by another worker with the same settings
