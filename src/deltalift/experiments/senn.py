@@ -39,6 +39,8 @@ Tensor = torch.Tensor
 __all__ = ["run", "stability_figure"]
 
 EPS = 0.5
+#: (epochs, stability examples, points per round, local rounds) for the quick and the full run
+SETTINGS = {True: (2, 8, 6, 1), False: (20, 40, 16, 2)}
 
 
 def stability_figure(estimates: dict[str, dict[str, Tensor]]) -> Any:
@@ -62,8 +64,7 @@ def run(experiment: ExperimentRun) -> None:
     """The experiment (see the module's docstring)."""
     quick, seed = experiment.quick, experiment.seed
     data = load_digits_data(seed)
-    epochs = 2 if quick else 20
-    n_stability, n_samples, n_rounds = (8, 6, 1) if quick else (40, 16, 2)
+    epochs, n_stability, n_samples, n_rounds = SETTINGS[quick]
     experiment.text(
         f"Training: {len(data.train_images)} digits, {epochs} epochs, Adam (lr 3e-3), batches of 64, robustness "
         f"weight 0.01, reconstruction weight 1, sparsity 1e-4; {len(data.test_images)} test digits. Stability: "

@@ -40,6 +40,8 @@ __all__ = ["concept_images", "run", "significance_figure"]
 TARGETS = (0, 1, 7)
 LAYERS = ("relu1", "relu2")
 CONCEPTS = ("ring", "vertical_stroke", "horizontal_bar")
+#: (random sets, examples per concept and random set, inputs per class) for the quick and the full run
+SETTINGS = {True: (4, 30, 30), False: (10, 50, 60)}
 
 
 def _segment_distance(py: np.ndarray, px: np.ndarray, y0: float, x0: float, y1: float, x1: float) -> np.ndarray:
@@ -125,8 +127,7 @@ def run(experiment: ExperimentRun) -> None:
     trained = train_digits_model_with_accuracy(seed, quick, experiment.show_progress)
     model, data = trained.model, trained.data
     experiment.record("model/test_accuracy", trained.test_accuracy)
-    n_random, size = (4, 30) if quick else (10, 50)
-    inputs_per_class = 30 if quick else 60
+    n_random, size, inputs_per_class = SETTINGS[quick]
     labels = data.train_labels.numpy()
     rng = np.random.default_rng(seed)
     experiment.text(
@@ -187,8 +188,8 @@ def run(experiment: ExperimentRun) -> None:
         for target in TARGETS
         for a, b in zip(all_results["sgd"][target], all_results["fastcav"][target])
     ]
-    experiment.record("seconds/sgd", seconds["sgd"])
-    experiment.record("seconds/fastcav", seconds["fastcav"])
+    experiment.record("tcav_seconds/sgd", seconds["sgd"])
+    experiment.record("tcav_seconds/fastcav", seconds["fastcav"])
     experiment.record("fastcav_agreement", float(np.mean(agree)))
     probe_significant = sum(
         r.significant for tests in all_results["sgd"].values() for r in tests if r.concept == "random_probe"

@@ -1,0 +1,42 @@
+"""The senn experiment at a small scale: one run on a subset of the digits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sklearn")
+pytest.importorskip("matplotlib")
+
+from deltalift.experiments import senn as experiment  # noqa: E402
+from deltalift.experiments.report import run_experiment  # noqa: E402
+from deltalift.senn import METHODS  # noqa: E402
+
+
+def test_a_small_run_writes_accuracy_figures_and_the_stability_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deltalift.demo import DigitsData, load_digits_data
+
+    full = load_digits_data(0)
+
+    def subset(seed: int) -> DigitsData:
+        return DigitsData(
+            full.train_images[:256], full.train_labels[:256], full.test_images[:64], full.test_labels[:64]
+        )
+
+    monkeypatch.setattr(experiment, "load_digits_data", subset)
+    monkeypatch.setitem(experiment.SETTINGS, True, (1, 2, 2, 0))
+    report = run_experiment("senn", tmp_path, quick=True, seed=0, show_progress=False).read_text()
+    results = json.loads((tmp_path / "results.json").read_text())
+    for name in ("autoencoder", "identity"):
+        assert 0.0 <= results[name]["test_accuracy"] <= 1.0
+        assert set(results[name]["stability"]) == set(METHODS)
+        assert all(v["max"] >= v["mean"] >= 0 for v in results[name]["stability"].values())
+        assert (tmp_path / f"concepts-senn-{name}-explanations.png").exists()
+    assert (tmp_path / "concepts-senn-prototypes.png").exists() and (tmp_path / "concepts-senn-stability.png").exists()
+    for method in METHODS:
+        assert f"| {method} |" in report
+    assert "trade_off" not in results  # the trade-off is part of the full run only
