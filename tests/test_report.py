@@ -1,8 +1,10 @@
 """deltalift.report: the self-contained HTML report of an Explanation, its embedded pictures, its
 facts per example and method, and its rendering in a real headless Chromium.
 
-The Chromium helpers here are also used by the command line's end-to-end test.  Chromium comes
-from the Debian packages (``apt-get install -y chromium``); without it the browser tests skip.
+The Chromium helpers here are used by the command line's end-to-end test
+(``tests/test_explain_cli_images.py``), which renders a report in a real headless Chromium.
+Chromium comes from the Debian packages (``apt-get install -y chromium``); without it that test
+skips.
 """
 
 from __future__ import annotations
@@ -141,9 +143,12 @@ def test_fragment_limits_examples_and_renders_in_jupyter() -> None:
         render_fragment(explanation, max_examples=-1)
 
 
-def test_report_renders_its_panels_in_chromium(tmp_path: Path) -> None:
-    explanation = small_explanation()
-    path = tmp_path / "report.html"
-    explanation.to_html(path)
-    pixels = screenshot(path, tmp_path / "shot.png", width=1000, height=1200)
-    assert count_panels(pixels) == 2 * (1 + 2)  # per example: the input and two methods
+def test_panel_counter_counts_frames() -> None:
+    pixels = np.full((60, 100, 3), 255, dtype=np.uint8)
+    for left in (2, 36, 70):  # three 4-pixel frames of the border colour, 28 x 40
+        pixels[5:45, left : left + 28] = PANEL_BORDER
+        pixels[9:41, left + 4 : left + 24] = (10, 200, 30)
+    pixels[50, 50] = PANEL_BORDER  # a speck of the same colour is not a panel
+    assert count_panels(pixels, min_pixels=100) == 3
+    pixels[5:45, 30:36] = PANEL_BORDER  # two frames touching are one region
+    assert count_panels(pixels, min_pixels=100) == 2

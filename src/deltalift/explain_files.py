@@ -489,7 +489,7 @@ def explain_saved_model(
         if largest is not None:
             meaning = explanation.delta_meanings.get(method, "")
             echo(f"{method}: max |convergence delta| {largest:.2e} ({meaning})")
-    written = [str(paths[first].parent / "")] if len(paths) > 1 else [str(paths[first])]
+    written = [str(out / "attributions-*.npy")] if len(paths) > 1 else [str(paths[first])]
     extras = [str(p) for p in (figure_path, report_path) if p is not None]
     echo(f"wrote {', '.join(written + extras)}")
     return ExplainResult(
