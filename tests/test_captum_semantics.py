@@ -775,3 +775,45 @@ def test_attribute_future_raises_not_implemented_as_captums():
             getattr(captum_attr, name)(model).attribute_future()
         with pytest.raises(NotImplementedError, match="call attribute"):
             getattr(deltalift.methods, name)(model).attribute_future()
+
+
+class _FiveWaySoftmax(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(5, 5)
+        self.softmax = nn.Softmax(dim=1)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.eye(5))
+            self.lin.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.softmax(self.lin(x))
+
+
+def test_captums_softmax_rule_is_not_exact_where_deltalifts_is():
+    """docs/captum-differences.md: softmax of x = (4, 2, 0, 0, 0) against zeros (float64)."""
+    model = _FiveWaySoftmax().to(DTYPE)
+    x = torch.tensor([[4.0, 2.0, 0.0, 0.0, 0.0]], dtype=DTYPE)
+    for target, captums_error in ((0, -0.0968), (1, 0.1269)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, theirs = captum_attr.DeepLift(model).attribute(x, 0.0, target=target, return_convergence_delta=True)
+        _, ours = DeepLift(model).attribute(x, 0.0, target=target, return_convergence_delta=True)
+        assert abs(float(theirs) - captums_error) < 1e-3
+        assert abs(float(ours)) < 1e-14
+
+
+def test_captums_integrated_gradients_delta_without_multiplying_is_not_a_delta():
+    """docs/captum-differences.md: with ``multiply_by_inputs=False`` Captum's delta sums the
+    path-averaged gradients; deltalift's is that of the contributions."""
+    from captum.testing.helpers.basic_models import BasicModel2
+
+    model = BasicModel2()
+    inputs = (torch.tensor([3.0], dtype=DTYPE), torch.tensor([1.0], dtype=DTYPE))
+    zeros = (torch.zeros(1, dtype=DTYPE), torch.zeros(1, dtype=DTYPE))
+    kwargs = {"n_steps": 500, "method": "riemann_right", "return_convergence_delta": True}
+    _, theirs = captum_attr.IntegratedGradients(model, multiply_by_inputs=False).attribute(inputs, zeros, **kwargs)
+    gradients, ours = IntegratedGradients(model, multiply_by_inputs=False).attribute(inputs, zeros, **kwargs)
+    assert abs(float(theirs) + 1.0) < 1e-2
+    assert abs(float(ours)) < 1e-2
+    torch.testing.assert_close(gradients[0], torch.tensor([0.5], dtype=DTYPE), rtol=0, atol=1e-2)
