@@ -37,18 +37,22 @@ def photos_and_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
     return photos, folder / "resnet18.pt", model
 
 
-def test_every_method_on_an_image_folder_and_the_report_in_chromium(photos_and_model: tuple, tmp_path: Path) -> None:
-    from test_report import count_panels, screenshot
-
+@pytest.fixture(scope="module")
+def explained(photos_and_model: tuple, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.Tensor]:
+    """One run of the command with every method; the output folder and the inputs as the model saw them."""
     photos, model_path, model = photos_and_model
-    out = tmp_path / "out"
+    out = tmp_path_factory.mktemp("explained")
     argv = ["explain", "--model", str(model_path), "--inputs", str(photos), "--out", str(out), "--no-progress"]
     options = ["--preprocess", "torchvision", "--resize", "34", "--crop", "32", "--window", "8"]
     options += ["--n-steps", "16", "--nt-samples", "3", "--shap-references", "3", "--method", ",".join(METHODS)]
     assert main(argv + options) == EXIT_OK
-
     # the inputs: the folder read with the documented preprocessing
-    x = load_images(photos, Preprocess(34, 32, IMAGENET_MEAN, IMAGENET_STD)).inputs
+    return out, load_images(photos, Preprocess(34, 32, IMAGENET_MEAN, IMAGENET_STD)).inputs
+
+
+def test_every_method_on_an_image_folder(photos_and_model: tuple, explained: tuple) -> None:
+    _, _, model = photos_and_model
+    out, x = explained
     predicted = model(x).argmax(1)
     assert np.load(out / "targets.npy").tolist() == predicted.tolist()
     for name in METHODS:
@@ -61,13 +65,17 @@ def test_every_method_on_an_image_folder_and_the_report_in_chromium(photos_and_m
     cam = interpolate(LayerGradCam(model, "layer4.1.conv2").attribute(x, target=predicted), (32, 32), "bilinear")
     np.testing.assert_allclose(np.load(out / "attributions-gradcam.npy"), cam.detach().numpy(), rtol=1e-4, atol=1e-6)
     assert (out / "attributions.png").read_bytes()[:8] == PNG_SIGNATURE
-
-    # the report: every panel drawn by a real browser, and the facts of each example
     html = (out / "report.html").read_text()
     for i, name in enumerate(("a.png", "b.png")):
         p = int(predicted[i])
         assert f"{name} &mdash; predicted class {p}, target {p}" in html
     assert "layer=layer4.1.conv2" in html and "n_steps=16" in html and "composite=epsilon_plus_flat" in html
+
+
+def test_the_report_in_headless_chromium(explained: tuple, tmp_path: Path) -> None:
+    from test_report import count_panels, screenshot
+
+    out, _ = explained
     pixels = screenshot(out / "report.html", tmp_path / "report.png", width=1600, height=2600)
     assert count_panels(pixels) == 2 * (1 + len(METHODS))  # per image: the input and one panel per method
     assert (pixels[-40:] == 255).all()  # the page ends above the window's bottom: nothing was cut off
