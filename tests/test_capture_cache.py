@@ -401,6 +401,41 @@ def test_class_source_and_helper_code_in_its_file_are_part_of_the_key(
     assert len({keys[0], keys[2], keys[3]}) == 3
 
 
+def make_factory_net(activation: Callable[[torch.Tensor], torch.Tensor]) -> type[nn.Module]:
+    class FactoryNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dense = nn.Linear(3, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return activation(self.dense(x))
+
+    return FactoryNet
+
+
+GLOBAL_SCALE = 1.0
+
+
+class GlobalScaled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dense(x) * GLOBAL_SCALE
+
+
+def test_closures_of_methods_and_the_data_globals_they_read_are_part_of_the_key(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = (torch.zeros(2, 3),)
+    relu, relu_again, tanh = (make_factory_net(f)() for f in (torch.relu, torch.relu, torch.tanh))
+    assert key_of(relu, args) == key_of(relu_again, args) != key_of(tanh, args)  # same source, other closure
+    before = key_of(GlobalScaled(), args)
+    monkeypatch.setattr(sys.modules[__name__], "GLOBAL_SCALE", 2.0)
+    assert key_of(GlobalScaled(), args) != before
+
+
 def test_versions_and_capture_rules_are_part_of_the_key(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     args = (x64(2, 3),)
     base = key_of(Scaled(), args)

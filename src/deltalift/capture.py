@@ -268,10 +268,13 @@ def _from_payload(payload: dict[str, Any], model: nn.Module) -> CapturedProgram:
 @functools.lru_cache(maxsize=1)
 def _capture_code_fingerprint() -> str:
     """What, besides the model and the torch version (which fixes torch's decomposition table),
-    determines a captured graph: this module's code and the ops kept whole."""
-    with open(__file__, "rb") as handle:
-        own = handle.read()
-    return hashlib.sha256(own + repr(sorted(map(str, KEEP_UNDECOMPOSED))).encode()).hexdigest()
+    determines a captured graph and how it is stored: the code of this module and of
+    :mod:`deltalift.capture_cache`, and the ops kept whole."""
+    code = b""
+    for path in (__file__, capture_cache.__file__):
+        with open(path, "rb") as handle:
+            code += handle.read()
+    return hashlib.sha256(code + repr(sorted(map(str, KEEP_UNDECOMPOSED))).encode()).hexdigest()
 
 
 @contextlib.contextmanager

@@ -251,6 +251,44 @@ def _class_fingerprint(cls: type) -> str:
     return result
 
 
+def _methods(cls: type) -> list[types.FunctionType]:
+    found: list[types.FunctionType] = []
+    for value in vars(cls).values():
+        if isinstance(value, (staticmethod, classmethod)):
+            value = value.__func__
+        elif isinstance(value, property):
+            value = value.fget
+        if isinstance(value, types.FunctionType):
+            found.append(value)
+    return found
+
+
+_SIMPLE = (bool, int, float, complex, str, bytes, type(None), torch.dtype, torch.device)
+
+
+def _class_state(cls: type, fingerprinter: _Fingerprinter) -> str:
+    """What the source of ``cls`` does not show: the values its methods close over (a class made
+    in a factory function), and the current values of the module globals they read when those
+    are data (flags, numbers, tensors), which can change while the file does not."""
+    parts: list[str] = []
+    for base in cls.__mro__:
+        if base is object or _is_torch_code(base.__module__):
+            continue
+        for method in _methods(base):
+            for cell in method.__closure__ or ():
+                try:
+                    contents = cell.cell_contents
+                except ValueError:  # an empty cell
+                    contents = None
+                if contents is not base:  # ``super()`` closes over the class itself
+                    parts.append(fingerprinter.value(contents))
+            for name in _global_names(method.__code__):
+                value = method.__globals__.get(name)
+                if isinstance(value, _SIMPLE) or isinstance(value, (torch.Tensor, tuple, list, dict, nn.Module)):
+                    parts.append(f"{name}={fingerprinter.value(value)}")
+    return _sha(*parts) if parts else ""
+
+
 def _tensor_fingerprint(value: torch.Tensor) -> str:
     if value.numel() > _MAX_HASHED_NUMEL:
         raise NotCacheable(f"the model holds an unregistered tensor of shape {tuple(value.shape)}")
@@ -390,7 +428,8 @@ def model_fingerprint(model: nn.Module) -> str:
     for path, module in modules:
         attributes = {k: v for k, v in vars(module).items() if k not in _MODULE_INTERNALS}
         parts.append(
-            f"{path}|{_class_fingerprint(type(module))}|{module.training}|{fingerprinter.value(attributes)}"
+            f"{path}|{_class_fingerprint(type(module))}|{_class_state(type(module), fingerprinter)}"
+            f"|{module.training}|{fingerprinter.value(attributes)}"
             f"|{_hooks(module, fingerprinter)}"
         )
         for name, param in module._parameters.items():
