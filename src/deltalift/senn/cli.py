@@ -53,7 +53,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="concepts from an autoencoder, or the pixels themselves (default: autoencoder)",
     )
     train.add_argument(
-        "--robustness", type=_non_negative_float, default=0.01, metavar="W", help="robustness loss weight (0.01)"
+        "--robustness", type=_non_negative_float, default=0.1, metavar="W", help="robustness loss weight (0.1)"
     )
     train.add_argument("--seed", type=int, default=0, metavar="S", help="seed of split, init and shuffling (0)")
     train.add_argument("--examples", type=_positive_int, default=6, metavar="N", help="digits explained (6)")

@@ -42,7 +42,7 @@ def run_senn_training(
     seed: int = 0,
     n_concepts: int = 5,
     conceptizer: str = "autoencoder",
-    robustness_weight: float = 0.01,
+    robustness_weight: float = 0.1,
     n_examples: int = 6,
     show_progress: bool = True,
     echo: Echo = print,

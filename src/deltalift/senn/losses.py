@@ -92,7 +92,7 @@ def senn_loss(
     model: SENN,
     x: Tensor,
     y: Tensor,
-    robustness_weight: float = 0.01,
+    robustness_weight: float = 0.1,
     reconstruction_weight: float = 1.0,
     sparsity_weight: float = 1e-4,
 ) -> SENNLoss:

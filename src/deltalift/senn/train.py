@@ -57,7 +57,7 @@ def train_senn(
     seed: int = 0,
     batch_size: int = 64,
     learning_rate: float = 3e-3,
-    robustness_weight: float = 0.01,
+    robustness_weight: float = 0.1,
     reconstruction_weight: float = 1.0,
     sparsity_weight: float = 1e-4,
     show_progress: bool = True,
