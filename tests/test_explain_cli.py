@@ -280,3 +280,17 @@ def test_errors_are_one_line(model_and_inputs: tuple, tmp_path: Path, capsys: py
         deltalift.explain(model, x, "saliency", target=[0, 1])
     with pytest.raises(TypeError, match="not both"):
         deltalift.explain(model, x, "ig", options=MethodOptions(), n_steps=3)
+
+
+def test_model_files_and_the_callers_mode(model_and_inputs: tuple, tmp_path: Path) -> None:
+    model, x = model_and_inputs
+    torch.save(model, tmp_path / "cnn.pt")
+    np.save(tmp_path / "x.npy", x.numpy())
+    from_files = deltalift.explain(tmp_path / "cnn.pt", str(tmp_path / "x.npy"), "saliency", target=0)
+    expected = Saliency(model).attribute(x, target=0).numpy()
+    np.testing.assert_allclose(from_files.attributions["saliency"], expected, rtol=1e-6)
+    training = tiny_cnn().train()
+    training[0].eval()  # mixed modes
+    result = deltalift.explain(training, x, "saliency", target=0)
+    assert [m.training for m in training.modules()][:3] == [True, False, True]  # each module's mode put back
+    np.testing.assert_allclose(result.attributions["saliency"], expected, rtol=1e-6)

@@ -27,7 +27,7 @@ from torch import nn
 from deltalift.explain_files import make_baseline, output_size, read_inputs, resolve_targets
 from deltalift.files import load_model
 from deltalift.images import Preprocess
-from deltalift.method_catalog import Context, MethodOptions, parse_methods
+from deltalift.method_catalog import Context, MethodOptions, MethodSpec, parse_methods
 from deltalift.runtime import progress
 
 if TYPE_CHECKING:
@@ -184,7 +184,7 @@ def explain(
     Parameters
     ----------
     model:
-        An ``nn.Module`` (put in eval mode), or a model file as :func:`deltalift.files.load_model`
+        An ``nn.Module`` (explained in eval mode; its own mode is put back afterwards), or a model file as :func:`deltalift.files.load_model`
         reads (``torch.save`` module, ``.pt2``, ``.onnx``).
     inputs:
         A tensor or array ``(N, ...)``, or a path: an image, a folder of images, a ``.npy``/``.pt``
@@ -223,7 +223,28 @@ def explain(
         model = load_model(Path(model), device)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module or a model file, got {type(model).__name__}")
-    model = model.eval()
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()  # the methods explain the model in eval mode; every module's own mode is put back below
+    try:
+        return _explain(model, inputs, specs, target, baselines, preprocess, opts, batch_size, device, show_progress)
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _explain(
+    model: nn.Module,
+    inputs: Tensor | np.ndarray | str | os.PathLike[str],
+    specs: list[MethodSpec],
+    target: int | Sequence[int] | Tensor | None,
+    baselines: str | float | Tensor,
+    preprocess: Preprocess | str,
+    opts: MethodOptions,
+    batch_size: int,
+    device: str,
+    show_progress: bool,
+) -> Explanation:
+    """:func:`explain` on a model in eval mode."""
     read = read_inputs(
         inputs if isinstance(inputs, (torch.Tensor, np.ndarray)) else Path(inputs), model, preprocess, device
     )
