@@ -294,3 +294,16 @@ def test_model_files_and_the_callers_mode(model_and_inputs: tuple, tmp_path: Pat
     result = deltalift.explain(training, x, "saliency", target=0)
     assert [m.training for m in training.modules()][:3] == [True, False, True]  # each module's mode put back
     np.testing.assert_allclose(result.attributions["saliency"], expected, rtol=1e-6)
+
+
+def test_exported_program_gradcam_finds_the_last_convolution(model_and_inputs: tuple, tmp_path: Path) -> None:
+    model, x = model_and_inputs
+    program = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, tmp_path / "cnn.pt2")
+    np.save(tmp_path / "x.npy", x.numpy())
+    out = tmp_path / "out"
+    assert explain_cli(tmp_path / "cnn.pt2", tmp_path / "x.npy", out, "--method", "gradcam", "--target", "1") == 0
+    # no Conv2d modules in an exported program: the last convolution of the captured graph, by node name
+    cam = interpolate(LayerGradCam(model, "2").attribute(x, target=1), (8, 8), "bilinear")
+    np.testing.assert_allclose(np.load(out / "attributions.npy"), cam.detach().numpy(), rtol=1e-5, atol=1e-6)
+    assert "layer=node:" in (out / "report.html").read_text()

@@ -24,7 +24,8 @@ The methods and the papers they come from:
   al. 2017, section 3; Adebayo et al. 2018).
 - ``guided-backprop`` (Springenberg et al. 2015), ``deconvolution`` (Zeiler & Fergus 2014).
 - ``gradcam`` (upsampled bilinearly to the input's size) and ``guided-gradcam`` at ``layer``
-  (default: the last convolution) (Selvaraju et al. 2017, section 3).
+  (default: the last convolution module, else the last convolution of the captured graph, as
+  ``"node:NAME"``; ``--layer`` takes a module path or ``node:NAME``) (Selvaraju et al. 2017, section 3).
 - ``occlusion``: windows of ``window`` pixels (all channels) every ``stride`` pixels, replaced by
   the reference (Zeiler & Fergus 2014, section 4.2).
 - ``lrp-epsilon``, ``lrp-epsilon-plus``, ``lrp-alpha-beta`` (alpha 2, beta 1),
@@ -68,6 +69,7 @@ __all__ = [
     "MethodOptions",
     "MethodSpec",
     "last_conv_layer",
+    "last_conv_node",
     "method_names",
     "parse_methods",
 ]
@@ -200,10 +202,38 @@ def last_conv_layer(model: nn.Module) -> str:
     return found[-1]
 
 
+def last_conv_node(model: nn.Module, inputs: Tensor) -> str:
+    """``"node:NAME"``: the last convolution of the graph deltalift captures from ``model`` on ``inputs``,
+    for models whose convolutions are not modules (exported programs, ``.pt2``).
+
+    Raises
+    ------
+    ValueError
+        The graph has no convolution either: name the layer.
+    """
+    from deltalift.capture import capture
+
+    program = capture(model, (inputs[:1],), 1)
+    found = [
+        node.name
+        for node in program.graph.nodes
+        if node.op == "call_function" and "conv" in getattr(node.target, "__name__", str(node.target))
+    ]
+    if not found:
+        raise ValueError("the model has no convolution for Grad-CAM: name a layer with --layer PATH (layer=...)")
+    return "node:" + found[-1]
+
+
 def _layer(context: Context) -> str:
-    layer = context.options.layer or last_conv_layer(context.model)
+    """``--layer``, else the last convolution module, else the last convolution of the captured graph."""
     modules = dict(context.model.named_modules())
-    if layer not in modules:
+    layer = context.options.layer
+    if layer is None:
+        try:
+            return last_conv_layer(context.model)
+        except ValueError:
+            return last_conv_node(context.model, context.inputs)
+    if layer not in modules and not layer.startswith("node:"):
         raise ValueError(f"--layer {layer!r} is not a module of the model; e.g. {', '.join(list(modules)[1:6])}")
     return layer
 

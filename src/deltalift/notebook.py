@@ -224,7 +224,10 @@ def explain(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module or a model file, got {type(model).__name__}")
     modes = [(module, module.training) for module in model.modules()]
-    model.eval()  # the methods explain the model in eval mode; every module's own mode is put back below
+    try:
+        model.eval()  # the methods explain the model in eval mode; every module's own mode is put back below
+    except NotImplementedError:
+        pass  # an exported program's module (.pt2) keeps the mode it was exported in
     try:
         return _explain(model, inputs, specs, target, baselines, preprocess, opts, batch_size, device, show_progress)
     finally:
