@@ -200,12 +200,12 @@ def two_feature_model() -> nn.Linear:
 def test_infidelity_by_hand() -> None:
     model, x = two_feature_model(), torch.tensor([[1.0, 1.0]], dtype=torch.float64)
     perturbation = torch.tensor([[[0.1, 0.2]]], dtype=torch.float64)
-    exact = torch.tensor([[1.0, 2.0]], dtype=torch.float64)  # w * x
+    exact = torch.tensor([[1.0, 2.0]], dtype=torch.float64)  # the gradient w: I . w = f(x) - f(x - I) for any I
     assert infidelity(model, x, 0, exact, perturbations=perturbation)[0] == pytest.approx(0.0)
     wrong = torch.tensor([[2.0, 0.0]], dtype=torch.float64)  # I.Phi = 0.2, f(x) - f(x - I) = 0.5
     assert infidelity(model, x, 0, wrong, perturbations=perturbation)[0] == pytest.approx(0.09)
     assert infidelity(model, x, 0, wrong, perturbations=perturbation, normalize=True)[0] == pytest.approx(0.0)
-    # seeded Gaussian draws: the exact attributions of a linear model have zero infidelity for any I
+    # seeded Gaussian draws: the gradient of a linear model has zero infidelity for any I
     assert infidelity(model, x, 0, exact, random_state=0)[0] == pytest.approx(0.0, abs=1e-20)
     drawn = infidelity(model, x, 0, wrong, random_state=5)
     assert drawn[0] > 0 and infidelity(model, x, 0, wrong, random_state=5)[0] == drawn[0]

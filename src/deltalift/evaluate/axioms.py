@@ -54,7 +54,7 @@ class AxiomCheck:
 
 
 class _Masked(nn.Module):
-    """``f(x * keep + baseline * (1 - keep))``: a model that does not depend on the features where ``keep`` is 0."""
+    """``f(where(keep, x, baseline))``: a model that does not depend on the features where ``keep`` is 0."""
 
     def __init__(self, model: nn.Module, keep: Tensor, baseline: float) -> None:
         super().__init__()
@@ -64,7 +64,7 @@ class _Masked(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         keep: Tensor = self.keep  # type: ignore[assignment]
-        return self.model(x * keep + self.baseline * (1.0 - keep))
+        return self.model(torch.where(keep.bool(), x, torch.full_like(x, self.baseline)))
 
 
 class _Combination(nn.Module):
@@ -170,7 +170,8 @@ def axiom_report(
         batch = torch.stack(singles)
         single_targets = targets[torch.tensor(rows)]
         changed = (
-            _scores(model, batch, single_targets) - _scores(model, torch.full_like(batch, float(baseline)), single_targets)
+            _scores(model, batch, single_targets)
+            - _scores(model, torch.full_like(batch, float(baseline)), single_targets)
         ).abs()
         relevant = changed > 1e-6 * max(float(delta.abs().max()), 1.0)
         attributions = explain_checked(explain, model, batch, single_targets).reshape(len(batch), -1)
