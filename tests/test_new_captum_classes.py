@@ -24,6 +24,7 @@ from torch import nn
 captum_attr = pytest.importorskip("captum.attr")
 
 from deltalift.methods.gradient_shap import GradientShap  # noqa: E402
+from deltalift.methods.integrated_gradients import IntegratedGradients  # noqa: E402
 from deltalift.methods.layer_attribution import (  # noqa: E402
     LayerActivation,
     LayerGradientXActivation,
@@ -765,7 +766,47 @@ def test_list_with_an_unused_layer_and_shared_activations() -> None:
     torch.testing.assert_close(used[:, 0], model.fc(x)[:, 0].detach(), rtol=0, atol=0)
     listed = LayerActivation(model, [model.fc, model.spare]).attribute(x)
     torch.testing.assert_close(listed[1], model.spare(x).detach(), rtol=0, atol=0)
-    with pytest.raises(ValueError, match="share the activation"):
-        LayerIntegratedGradients(model, [model.fc, "fc"]).attribute(x, target=0)
     with pytest.raises(ValueError, match="empty list"):
         LayerActivation(model, [])
+
+
+class SharedInput(nn.Module):
+    """Two modules that both take ``a``: with ``attribute_to_layer_input`` the layers of a list share
+    that input (Captum's ``BasicModel_MultiLayer_TrueMultiInput`` pattern)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(7)
+        self.first, self.second = nn.Linear(3, 2), nn.Bilinear(3, 3, 2)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.first(a)) * self.second(b, a)
+
+
+def test_a_list_of_layers_sharing_an_input_gives_each_layer_its_own_uses() -> None:
+    """Layer inputs: ``first`` takes ``a``, ``second`` takes ``(b, a)``: each layer's attribution
+    to ``a`` integrates over its own uses only, so the two add up to Integrated Gradients of ``a``
+    (Captum's test of this case), and each equals an explicit two-copy computation."""
+    model = SharedInput().to(DTYPE).eval()
+    a, b = _randn(4, 3, seed=2), _randn(4, 3, seed=3)
+    zeros = (torch.zeros_like(a), torch.zeros_like(b))
+    lig = LayerIntegratedGradients(model, [model.first, model.second])
+    first_a, (second_b, second_a) = lig.attribute((a, b), zeros, target=1, attribute_to_layer_input=True, n_steps=40)
+    ig_a, ig_b = IntegratedGradients(model).attribute((a, b), zeros, target=1, n_steps=40)
+    torch.testing.assert_close(first_a + second_a, ig_a, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(second_b, ig_b, rtol=1e-10, atol=1e-12)
+
+    def two_copies(a_first: torch.Tensor, b_: torch.Tensor, a_second: torch.Tensor) -> torch.Tensor:
+        return (torch.tanh(model.first(a_first)) * model.second(b_, a_second))[:, 1]
+
+    expected = _gauss_legendre_ig(two_copies, (a, b, a), (zeros[0], zeros[1], zeros[0]), 40)
+    for got, want in zip((first_a, second_b, second_a), expected):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    # gradient x activation at the shared input: each layer's own uses, summing to the input gradient
+    gxa_first, (_, gxa_second) = LayerGradientXActivation(model, [model.first, model.second]).attribute(
+        (a, b), target=1, attribute_to_layer_input=True
+    )
+    leaf = a.clone().requires_grad_(True)
+    (grad_a,) = torch.autograd.grad(model(leaf, b)[:, 1].sum(), leaf)
+    torch.testing.assert_close(gxa_first + gxa_second, a * grad_a, rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(gxa_first, a * grad_a)

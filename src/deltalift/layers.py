@@ -113,12 +113,18 @@ class LayerSites:
 
     ``nodes[i]`` holds layer ``i``'s activation nodes (several for a module that returns or takes
     several tensors); ``unused`` maps the index of a layer the model's output does not use (so the
-    graph lacks it) to its module path.
+    graph lacks it) to its module path; ``members[i]``, the nodes of layer ``i``'s call (the node
+    itself for a graph node name), which tell apart the uses of an input two layers share.
     """
 
     program: CapturedProgram
     nodes: list[list[torch.fx.Node]]
     unused: dict[int, str]
+    members: list[set[torch.fx.Node]]
+
+    def consumers(self, i: int, node: torch.fx.Node) -> set[torch.fx.Node]:
+        """The nodes of layer ``i``'s call that use ``node`` (an activation entering the layer)."""
+        return {user for user in node.users if user in self.members[i]}
 
 
 def capture_with_layer_list(
@@ -151,7 +157,21 @@ def capture_with_layer_list(
         [] if i in unused else find_layers(program, model, layer, n_explained, use_input)
         for i, layer in enumerate(layers)
     ]
-    return LayerSites(program, nodes, unused)
+    members = [set() if i in unused else _call_members(program, model, layer) for i, layer in enumerate(layers)]
+    return LayerSites(program, nodes, unused, members)
+
+
+def _call_members(program: CapturedProgram, model: nn.Module, layer: LayerType) -> set[torch.fx.Node]:
+    """The nodes of ``layer``'s (one) call site, or the node a graph node name names."""
+    by_name = {node.name: node for node in program.graph.nodes}
+    if isinstance(layer, str) and _module_path(model, layer) is None:
+        return {by_name[layer.removeprefix("node:")]}
+    paths = set(_paths(model, layer))
+    return {
+        node
+        for node in program.graph.nodes
+        if any(path in paths for path, _ in node.meta.get("nn_module_stack", {}).values())
+    }
 
 
 def capture_marked(

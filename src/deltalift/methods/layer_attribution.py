@@ -37,9 +37,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.fx.node import map_arg
 
 from deltalift.convergence import per_example_sum
-from deltalift.engine import run_plain
+from deltalift.engine import run_plain, walk_graph
 from deltalift.inputs import (
     BaselineType,
     TargetType,
@@ -83,17 +84,7 @@ def per_layer(values: list[tuple[Tensor, ...]], given_list: bool) -> Any:
 def _sites(
     module: nn.Module, inputs: tuple[Tensor, ...], extra: tuple[Any, ...], layers: list[LayerType], layer_input: bool
 ) -> LayerSites:
-    sites = capture_with_layer_list(module, inputs + extra, inputs[0].shape[0], layers, len(inputs), layer_input)
-    seen: dict[torch.fx.Node, int] = {}
-    for i, nodes in enumerate(sites.nodes):
-        for node in nodes:
-            if node in seen and seen[node] != i:
-                raise ValueError(
-                    f"layers {seen[node]} and {i} of the list share the activation {node.name}; a list of layers "
-                    "must hold independent activations (Captum's condition): pass them in separate calls"
-                )
-            seen[node] = i
-    return sites
+    return capture_with_layer_list(module, inputs + extra, inputs[0].shape[0], layers, len(inputs), layer_input)
 
 
 def layer_activations(
@@ -140,7 +131,9 @@ def layer_gradients(
     read it so): each activation gets a zero leaf added, ``z + 0``, and the gradient is taken at
     the leaves.  ``replace(k, value)`` instead maps the ``k``-th activation (counted over the
     layers in order) that the inputs give to a fresh leaf the rest of the graph runs from (the path
-    points of Integrated Gradients, whose layers must be independent).
+    points of Integrated Gradients, whose layers must be independent).  An activation that two
+    layers of a list share (the same tensor entering both) gets a leaf per layer, each read by its
+    own layer's operations only, as Captum's per-module hooks see it.
     ``grad_kwargs`` go to ``torch.autograd.grad``; a layer the output does not use has a zero
     gradient with ``{"materialize_grads": True}`` (Captum's option) and is refused otherwise.
     """
@@ -152,33 +145,66 @@ def layer_gradients(
             f"layer {path} is not used by the model's output, so its gradient is zero. Pass "
             "grad_kwargs={'materialize_grads': True} to get zeros (as Captum), or choose a layer the output uses"
         )
-    order = [node for nodes in sites.nodes for node in nodes]
-    leaves: dict[torch.fx.Node, Tensor] = {}
+    # one leaf per (layer, activation): an activation two layers share (an input entering both)
+    # gets one per layer, and each layer's own uses of it read that layer's version
+    order = [(i, node) for i, nodes in enumerate(sites.nodes) for node in nodes]
+    owners: dict[torch.fx.Node, list[tuple[int, int]]] = {}
+    for k, (i, node) in enumerate(order):
+        owners.setdefault(node, []).append((k, i))
+    reads: dict[torch.fx.Node, dict[torch.fx.Node, int]] = {}  # user -> {shared activation -> k}
+    for node, keys in owners.items():
+        for k, i in keys if len(keys) > 1 else ():
+            for user in sites.consumers(i, node):
+                if node in reads.setdefault(user, {}):
+                    raise ValueError(
+                        f"{user.name} belongs to two layers of the list that both take {node.name}; "
+                        "pass these layers in separate calls"
+                    )
+                reads[user][node] = k
+    leaves: list[Tensor | None] = [None] * len(order)
+    versions: list[Tensor | None] = [None] * len(order)
     values: dict[torch.fx.Node, Tensor] = {}
 
-    def make_leaf(k: int, node: torch.fx.Node) -> Callable[[Any], Tensor]:
-        def tap(value: Any) -> Tensor:
-            if not isinstance(value, Tensor) or not value.is_floating_point():
-                raise ValueError(f"the chosen layer's activation ({node.name}) is not a floating tensor")
-            if replace is not None:
-                leaves[node] = values[node] = replace(k, value).detach().requires_grad_(True)
-                return leaves[node]
-            leaves[node] = torch.zeros_like(value, requires_grad=True)
-            values[node] = value.detach()
-            return value + leaves[node]
+    def version(k: int, node: torch.fx.Node, value: Any) -> Tensor:
+        if not isinstance(value, Tensor) or not value.is_floating_point():
+            raise ValueError(f"the chosen layer's activation ({node.name}) is not a floating tensor")
+        values[node] = value.detach()
+        if replace is not None:
+            leaf = replace(k, value).detach().requires_grad_(True)
+            leaves[k] = versions[k] = leaf
+        else:
+            leaf = torch.zeros_like(value, requires_grad=True)
+            leaves[k], versions[k] = leaf, value + leaf
+        return versions[k]  # type: ignore[return-value]
+
+    def tap_for(node: torch.fx.Node) -> Callable[[Any], Any]:
+        keys = [k for k, _ in owners[node]]
+
+        def tap(value: Any) -> Any:
+            made = [version(k, node, value) for k in keys]
+            return made[0] if len(keys) == 1 else value  # shared: other users see the value itself
 
         return tap
 
+    def evaluate(node: torch.fx.Node, args: Any, kwargs: Any, env: dict[torch.fx.Node, Any]) -> Any:
+        own = reads.get(node)
+        if own:
+            pick = lambda a: versions[own[a]] if a in own else env[a]  # noqa: E731
+            args, kwargs = map_arg(node.args, pick), map_arg(node.kwargs, pick)
+        return node.target(*args, **kwargs)  # type: ignore[operator]
+
     with torch.enable_grad():
-        outputs = run_plain(
-            sites.program, module, list(inputs) + list(extra), tap=[(n, make_leaf(k, n)) for k, n in enumerate(order)]
-        )
+        user_args = list(inputs) + list(extra)
+        outputs = walk_graph(sites.program, module, user_args, evaluate, tap=[(n, tap_for(n)) for n in owners])
         if len(outputs) != 1:
             raise ValueError(f"the model returns {len(outputs)} tensors; explain a model with one output tensor")
         t = select_target(outputs[0], target, inputs[0].shape[0])
-        wanted = [leaves[n] for n in order]
+        wanted = [leaf for leaf in leaves if leaf is not None]
+        if len(wanted) != len(leaves):
+            raise ValueError("a layer's activation was not reached by the walk over the captured graph")
         grads = torch.autograd.grad(t.sum(), wanted, **{"allow_unused": True, **options}) if wanted else ()
-    gradient_of = {n: torch.zeros_like(leaves[n]) if g is None else g for n, g in zip(order, grads)}
+    gradient_at = [torch.zeros_like(leaf) if g is None else g for leaf, g in zip(wanted, grads)]
+    keys_of = [[k for k, (j, _) in enumerate(order) if j == i] for i in range(len(sites.nodes))]
     activations: list[tuple[Tensor, ...]] = []
     gradients: list[tuple[Tensor, ...]] = []
     for i, nodes in enumerate(sites.nodes):
@@ -187,8 +213,8 @@ def layer_gradients(
             activations.append(eager)
             gradients.append(tuple(torch.zeros_like(v) for v in eager))
         else:
-            activations.append(tuple(values[n].detach() for n in nodes))
-            gradients.append(tuple(gradient_of[n] for n in nodes))
+            activations.append(tuple(values[n] for n in nodes))
+            gradients.append(tuple(gradient_at[k] for k in keys_of[i]))
     return activations, gradients
 
 
