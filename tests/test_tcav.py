@@ -302,6 +302,18 @@ def test_cavs_are_cached_on_disk_by_their_settings(tmp_path: object) -> None:
     retrained = TCAV(model, "1", save_path=folder, seed=3)
     retrained.compute_cavs([concepts])
     assert retrained.cache is not None and retrained.cache.misses == 1
+    fixed = [
+        FixedCAV(torch.ones(2, 4), [0, 1]),
+        FixedCAV(torch.ones(2, 4), [0, 1]),
+        FixedCAV(-torch.ones(2, 4), [0, 1]),
+    ]
+    hits = []
+    for classifier in fixed:  # equal fixed vectors hit, other vectors miss
+        cached = TCAV(model, "1", save_path=folder, classifier=classifier)
+        cached.compute_cavs([concepts])
+        assert cached.cache is not None
+        hits.append(cached.cache.hits)
+    assert hits == [0, 1, 0]
     forced = TCAV(model, "1", save_path=folder, seed=3)
     forced.compute_cavs([concepts], force_train=True)
     assert forced.cache is not None and forced.cache.hits == 0

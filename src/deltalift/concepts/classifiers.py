@@ -23,6 +23,7 @@ scikit-learn (``pip install 'deltalift[concepts]'``).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Union, runtime_checkable
 
@@ -233,8 +234,9 @@ class FixedCAV:
         self.classes = [int(c) for c in classes]
 
     def settings(self) -> dict[str, Any]:
-        digest = torch.cat([self.weights.double().flatten(), torch.tensor(self.classes, dtype=torch.double)])
-        return {"classifier": self.name, "weights": digest.tolist()}
+        weights = self.weights.detach().cpu().double().contiguous()
+        digest = hashlib.sha256(weights.numpy().tobytes() + repr((tuple(weights.shape), self.classes)).encode())
+        return {"classifier": self.name, "weights_sha256": digest.hexdigest()}
 
     def fit(self, activations: Tensor, labels: Tensor, seed: int) -> CAVFit:
         _check_training_data(activations, labels)

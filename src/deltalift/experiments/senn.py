@@ -39,6 +39,8 @@ Tensor = torch.Tensor
 __all__ = ["run", "stability_figure"]
 
 EPS = 0.5
+#: the explanations compared (all of :data:`deltalift.senn.METHODS`)
+STABILITY_METHODS = METHODS
 #: the robustness loss's weight for the two compared SENNs
 ROBUSTNESS = 0.1
 #: (epochs, stability examples, points per round, local rounds) for the quick and the full run
@@ -104,7 +106,14 @@ def run(experiment: ExperimentRun) -> None:
                 caption="Each autoencoder concept's prototypes: the test digits that activate it most",
             )
         result = stability_comparison(
-            model, stability_inputs, EPS, n_samples, n_rounds, seed=seed, show_progress=experiment.show_progress
+            model,
+            stability_inputs,
+            EPS,
+            n_samples,
+            n_rounds,
+            STABILITY_METHODS,
+            seed=seed,
+            show_progress=experiment.show_progress,
         )
         estimates[conceptizer] = result.estimates
         for method, mean, median, largest in result.rows():
@@ -120,7 +129,7 @@ def run(experiment: ExperimentRun) -> None:
             *[float(estimates[c][method].mean()) for c in estimates],
             *[float(estimates[c][method].median()) for c in estimates],
         ]
-        for method in METHODS
+        for method in STABILITY_METHODS
     ]
     experiment.table(
         ["explanation", *[f"mean ({c})" for c in estimates], *[f"median ({c})" for c in estimates]],
