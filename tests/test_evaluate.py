@@ -391,3 +391,15 @@ def test_quantus_localisation_metrics_agree() -> None:
         device="cpu",
     )
     np.testing.assert_allclose(mass, ours.mass_inside, rtol=1e-5)
+
+
+def test_the_evaluation_page_runs_as_written() -> None:
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "evaluation.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```[ \t]*$", page, re.DOTALL | re.MULTILINE)
+    assert len(blocks) >= 5
+    namespace: dict[str, object] = {}
+    for block in blocks:
+        exec(compile(block, "docs/evaluation.md", "exec"), namespace)
