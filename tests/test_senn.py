@@ -163,7 +163,12 @@ def test_senn_train_command(tmp_path: Path) -> None:
     from deltalift.senn.job import load_digits_senn
 
     out = tmp_path / "senn"
-    assert main(["senn", "train", "--epochs", "1", "--concepts", "4", "--no-progress", "--out", str(out)]) == 0
+    assert (
+        main(
+            ["senn", "train", "--epochs", "1", "--concepts", "4", "--examples", "2", "--no-progress", "--out", str(out)]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_concepts"] == 4 and 0.1 < metrics["test_accuracy"] <= 1.0
     assert (out / "prototypes.png").exists() and (out / "explanations.png").exists()
