@@ -385,3 +385,23 @@ def test_inputs_with_unusual_strides_of_a_size_one_channel() -> None:
     sens = tcav.sensitivities(odd, [[concept, Concept(1, "b", torch.randn(5, 1, 6, 6))]], target=0)["0-1"]["head"]
     g = model.head.weight[0].detach()
     torch.testing.assert_close(sens, (g @ v.T).expand(10, 2), rtol=1e-5, atol=1e-6)
+
+
+def test_hooks_see_one_call_of_a_reused_module_the_graph_sees_each() -> None:
+    """Captum's hooks on ``inner`` (called twice) silently keep the second call's activation; the
+    graph names both calls (``addmm`` and ``addmm_1``) and refuses the ambiguous module."""
+    captum_attr = pytest.importorskip("captum.attr")
+    torch.manual_seed(0)
+    model = Reused().eval()
+    x = torch.randn(5, 6)
+    first = model.inner(x)
+    second = model.inner(F.relu(first))
+    hooked = captum_attr.LayerActivation(model, model.inner).attribute(x)
+    assert torch.allclose(hooked, second) and not torch.allclose(hooked, first)
+    concepts = _concepts((6,), n=2, size=8)
+    tcav = TCAV(model, ["addmm", "addmm_1"], classifier=FixedCAV(torch.randn(2, 6), [0, 1]))
+    examples = concepts[0].examples()
+    torch.testing.assert_close(tcav.concept_activations(concepts[0], "addmm"), model.inner(examples).detach())
+    torch.testing.assert_close(
+        tcav.concept_activations(concepts[0], "addmm_1"), model.inner(F.relu(model.inner(examples))).detach()
+    )
