@@ -433,7 +433,10 @@ def test_closures_of_methods_and_the_data_globals_they_read_are_part_of_the_key(
     assert key_of(relu, args) == key_of(relu_again, args) != key_of(tanh, args)  # same source, other closure
     before = key_of(GlobalScaled(), args)
     monkeypatch.setattr(sys.modules[__name__], "GLOBAL_SCALE", 2.0)
-    assert key_of(GlobalScaled(), args) != before
+    scaled_twice = key_of(GlobalScaled(), args)
+    assert scaled_twice != before
+    monkeypatch.setattr(GlobalScaled, "forward", lambda self, x: self.dense(x) * 3.0)  # replaced at run time
+    assert key_of(GlobalScaled(), args) not in (before, scaled_twice)
 
 
 def test_versions_and_capture_rules_are_part_of_the_key(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:

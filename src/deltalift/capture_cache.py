@@ -267,14 +267,16 @@ _SIMPLE = (bool, int, float, complex, str, bytes, type(None), torch.dtype, torch
 
 
 def _class_state(cls: type, fingerprinter: _Fingerprinter) -> str:
-    """What the source of ``cls`` does not show: the values its methods close over (a class made
-    in a factory function), and the current values of the module globals they read when those
-    are data (flags, numbers, tensors), which can change while the file does not."""
+    """What the source of ``cls`` does not show: the code of its methods as they are now (a
+    method replaced at run time), the values they close over (a class made in a factory
+    function), and the current values of the module globals they read when those are data
+    (flags, numbers, tensors), which can change while the file does not."""
     parts: list[str] = []
     for base in cls.__mro__:
         if base is object or _is_torch_code(base.__module__):
             continue
         for method in _methods(base):
+            parts.append(f"{method.__qualname__}:{_code_fingerprint(method.__code__, fingerprinter, 0)}")
             for cell in method.__closure__ or ():
                 try:
                     contents = cell.cell_contents
