@@ -64,6 +64,12 @@ class CAV:
         return self.weights[self.classes.index(concept.id)]
 
 
+def _device(module: nn.Module) -> torch.device:
+    """Where the module's parameters are (the CPU for a module without any)."""
+    first = next(iter(module.parameters()), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
 def layer_name(model: nn.Module, layer: LayerType) -> str:
     """The name of a layer in TCAV's results: a module's path, or the string given."""
     if isinstance(layer, str):
@@ -153,10 +159,11 @@ class TCAV:
 
     def concept_activations(self, concept: Concept, layer: str) -> Tensor:
         """``f_l(x)`` of the concept's examples at the layer named ``layer``, flattened to
-        ``(N, F)`` (computed once per concept contents and layer)."""
+        ``(N, F)`` (computed once per concept contents and layer, on the model's device, kept
+        on the CPU where the classifiers train)."""
         key = (concept.fingerprint(), layer)
         if key not in self._activations:
-            examples = concept.examples()
+            examples = concept.examples().to(_device(self._module))
             chunks = [
                 layer_activation(
                     self._module,
@@ -167,7 +174,7 @@ class TCAV:
                 )
                 for i in range(0, examples.shape[0], self.batch_size)
             ]
-            self._activations[key] = torch.cat([c.reshape(c.shape[0], -1) for c in chunks]).detach()
+            self._activations[key] = torch.cat([c.reshape(c.shape[0], -1) for c in chunks]).detach().cpu()
         return self._activations[key]
 
     def _settings(self, concepts: list[Concept], layer: str) -> dict[str, Any]:
@@ -269,7 +276,7 @@ class TCAV:
             gradients = self.layer_gradients(inputs, layer, target, additional_forward_args)
             for concepts in experimental_sets:
                 cav = self.cavs[concepts_key(concepts)][layer]
-                vectors = torch.stack([cav.vector(c) for c in concepts]).to(gradients.dtype)
+                vectors = torch.stack([cav.vector(c) for c in concepts]).to(gradients.device, gradients.dtype)
                 result.setdefault(concepts_key(concepts), {})[layer] = gradients.float() @ vectors.float().T
         return result
 
