@@ -697,7 +697,8 @@ def test_clear_removes_entries(cache: Path, quick_exports: list[Any]) -> None:
 
 def test_encode_and_decode_keep_every_node_and_refuse_what_they_cannot_store() -> None:
     graph = torch.fx.Graph()
-    x = graph.placeholder("x")
+    x = graph.placeholder("input")
+    x.name = "input"  # as export names the argument of ``forward(self, input)``; fx would say input_1
     size = graph.call_function(torch.ops.aten.sym_size.int, (x, 0))
     view = graph.call_function(torch.ops.aten.view.default, (x, [size, -1]))
     cast = graph.call_function(

@@ -663,8 +663,10 @@ def _decode_graph(encoded: list[list[Any]]) -> torch.fx.Graph:
     for op, name, target, args, kwargs, meta in encoded:
         fn = _decode_target(target) if op == "call_function" else target
         node = graph.create_node(op, fn, _decode_value(args, nodes), _decode_value(kwargs, nodes), name=name)
-        if node.name != name:
-            raise ValueError(f"the node name {name!r} was not kept")
+        if node.name != name:  # fx avoids names such as ``input`` (a builtin); export keeps them
+            if name in nodes:
+                raise ValueError(f"two nodes are named {name!r}")
+            node.name = name
         nodes[name] = node
         if meta["nn_module_stack"] is not None:
             node.meta["nn_module_stack"] = {key: (path, t) for key, path, t in meta["nn_module_stack"]}
