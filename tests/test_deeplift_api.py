@@ -160,3 +160,36 @@ def test_cuda_matches_cpu(model, inputs):
     gpu = DeepLift(gpu_model.cuda().eval()).attribute(tuple(x.cuda() for x in inputs), target=1)
     for c, g in zip(cpu, gpu):
         torch.testing.assert_close(g.cpu(), c, rtol=1e-10, atol=1e-12)
+
+
+class _ConvFlatten(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(1, 4, 3, stride=2, padding=1)
+        self.fc = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+def test_inputs_with_other_strides_reuse_the_captured_graph():
+    """A graph captured from row-major inputs, then inputs of the same shape whose strides make the
+    convolution's output channels-last ((N, 1, 8, 8) with strides (64, 1, 8, 1), as NumPy's
+    ``[:, None]`` gives, and a channels-last reference): the captured ``view`` after the
+    convolution must still see row-major values."""
+    from deltalift import LayerActivation, Saliency
+
+    model = _ConvFlatten().eval()
+    x = torch.randn(5, 8, 8, 1).permute(0, 3, 1, 2)
+    assert x.stride() == (64, 1, 8, 1) and x.is_contiguous()
+    standard = x.contiguous(memory_format=torch.contiguous_format).clone()
+    expected = DeepLift(model).attribute(standard, 0.0, target=1)
+    reference = torch.randn(1, 1, 8, 8).contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(DeepLift(model).attribute(x, 0.0, target=1), expected, rtol=0, atol=0)
+    torch.testing.assert_close(
+        DeepLift(model).attribute(x, reference, target=1),
+        DeepLift(model).attribute(standard, reference.clone(), target=1),
+    )
+    torch.testing.assert_close(LayerActivation(model, model.fc).attribute(x), model(standard).detach())
+    torch.testing.assert_close(Saliency(model).attribute(x, target=1), Saliency(model).attribute(standard, target=1))

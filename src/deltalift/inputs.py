@@ -25,12 +25,30 @@ def as_tuple(value: Any) -> tuple[Any, ...]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
 
+def row_major(x: Tensor) -> Tensor:
+    """``x`` with row-major strides (a copy only when its strides are others).
+
+    The captured graph is reused for every input of the same shapes and dtypes, but the memory
+    layout of an input decides that of the convolutions' outputs: a channels-last input, or a
+    tensor with a size-1 dimension that is "contiguous" with other strides (``(64, 1, 8, 1)`` for
+    ``(N, 1, 8, 8)``, as NumPy's ``[:, None]`` gives), makes them channels-last, and a captured
+    ``view`` of them fails.  Inputs and references are therefore given row-major strides."""
+    expected, step = [], 1
+    for size in reversed(x.shape):
+        expected.append(step)
+        step *= size
+    if tuple(reversed(expected)) == x.stride():
+        return x
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device).copy_(x)
+
+
 def check_inputs(inputs: TensorOrTuple, allow_integer: bool = False) -> tuple[tuple[Tensor, ...], bool]:
     """The inputs as a tuple of tensors with one batch size and device, and whether a tuple was given.
 
     The inputs must be floating point, unless ``allow_integer`` (methods that attribute to a
     layer's floating-point activation, such as an embedding's output, and methods that never
-    differentiate, such as occlusion, accept token ids and other integer inputs)."""
+    differentiate, such as occlusion, accept token ids and other integer inputs).  They are
+    returned with row-major strides (:func:`row_major`)."""
     given_tuple = isinstance(inputs, (tuple, list))
     tensors = as_tuple(inputs)
     if not tensors:
@@ -58,7 +76,7 @@ def check_inputs(inputs: TensorOrTuple, allow_integer: bool = False) -> tuple[tu
             raise ValueError(
                 f"all inputs must be on one device: inputs[0] on {tensors[0].device}, {name} on {x.device}"
             )
-    return tensors, given_tuple
+    return tuple(row_major(x) for x in tensors), given_tuple
 
 
 def check_baselines(baselines: BaselineType, inputs: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], bool]:
@@ -103,7 +121,7 @@ def _broadcast_baseline(b: Tensor, x: Tensor, i: int) -> Tensor:
             f"baselines[{i}] of shape {tuple(b.shape)} does not broadcast to inputs[{i}] of shape {tuple(x.shape)}; "
             f"give one reference of shape {tuple(x.shape[1:])} or (1, ...), or one per example of shape {tuple(x.shape)}"
         )
-    b = b.to(dtype=x.dtype, device=x.device)
+    b = row_major(b.to(dtype=x.dtype, device=x.device))
     if b.ndim == x.ndim and b.shape[0] == x.shape[0] and x.shape[0] != 1:
         return b.expand_as(x)
     return b.reshape((1,) * (x.ndim - b.ndim) + tuple(b.shape)).expand((1,) + tuple(x.shape[1:]))

@@ -15,10 +15,12 @@ from typing import Any, Union
 
 import torch
 
+from deltalift.inputs import row_major
+
 Tensor = torch.Tensor
 ConceptData = Union[Tensor, Iterable[Any]]
 
-__all__ = ["Concept", "concepts_key", "standard_strides"]
+__all__ = ["Concept", "concepts_key"]
 
 
 class Concept:
@@ -105,17 +107,4 @@ def _collect(data: ConceptData, name: str) -> Tensor:
     examples = torch.cat([b.detach() for b in batches])
     if examples.shape[0] == 0:
         raise ValueError(f"concept {name!r} has no examples")
-    return standard_strides(examples)
-
-
-def standard_strides(x: Tensor) -> Tensor:
-    """``x`` with row-major strides.  A tensor with a size-1 dimension can be "contiguous" with
-    other strides (``(64, 1, 8, 1)`` for ``(N, 1, 8, 8)``, as NumPy's ``[:, None]`` gives);
-    convolutions then return channels-last outputs, which a captured ``view`` cannot reshape."""
-    expected, step = [], 1
-    for size in reversed(x.shape):
-        expected.append(step)
-        step *= size
-    if tuple(reversed(expected)) == x.stride():
-        return x
-    return torch.empty(x.shape, dtype=x.dtype, device=x.device).copy_(x)
+    return row_major(examples)

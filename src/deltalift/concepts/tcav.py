@@ -34,7 +34,7 @@ from torch import nn
 from deltalift.capture import as_module
 from deltalift.concepts.cache import CAVCache, model_digest
 from deltalift.concepts.classifiers import CAVClassifier, CAVFit, ClassifierSpec, make_classifier
-from deltalift.concepts.concept import Concept, concepts_key, standard_strides
+from deltalift.concepts.concept import Concept, concepts_key
 from deltalift.inputs import TargetType, as_tuple, check_inputs
 from deltalift.layers import LayerType
 from deltalift.methods.layer_attribution import layer_activation, layer_gradient
@@ -252,8 +252,7 @@ class TCAV:
         self, inputs: Any, layer: str, target: TargetType = None, additional_forward_args: Any = None
     ) -> Tensor:
         """``grad h_{l,k}(f_l(x))``: the target's gradient at the layer, flattened to ``(N, F)``."""
-        tensors, _ = check_inputs(inputs, allow_integer=True)
-        tensors = tuple(standard_strides(t) for t in tensors)
+        tensors, _ = check_inputs(inputs, allow_integer=True)  # row-major strides (deltalift.inputs.row_major)
         extra = as_tuple(additional_forward_args)
         _, gradient = layer_gradient(
             self._module, tensors, extra, self._layer(layer), self.attribute_to_layer_input, target
