@@ -201,10 +201,11 @@ def test_command_line_tiles_a_chromosome(inputs, tmp_path, capsys):
         "--edges", "pad", "--out", str(tmp_path / "tiles"), "--no-progress", "--no-bigwig",
     ]  # fmt: skip
     assert main(command) == 0
-    # tiles [0,20), [20,40), [40,60) of chr2 (70 bp), windows of 24 centred on 10, 30, 50
-    assert (
-        tmp_path / "tiles" / "regions.bed"
-    ).read_text() == "chr2\t0\t22\tchr2\t0\nchr2\t18\t42\tchr2\t0\nchr2\t38\t62\tchr2\t0\n"
+    # tiles [0,20), [20,40), [40,60) of chr2 (70 bp) and [50,70) to its end, windows of 24 centred on
+    # 10, 30, 50, 60 (the first and last leave chr2 and are padded; BED clips only the negative start)
+    assert (tmp_path / "tiles" / "regions.bed").read_text() == (
+        "chr2\t0\t22\tchr2\t0\nchr2\t18\t42\tchr2\t0\nchr2\t38\t62\tchr2\t0\nchr2\t48\t72\tchr2\t0\n"
+    )
     assert not (tmp_path / "tiles" / "contributions.bw").exists()
 
 

@@ -59,6 +59,18 @@ def test_read_bed_and_narrowpeak(tmp_path):
     ]
 
 
+def test_bed12_column_10_is_not_a_summit(tmp_path):
+    bed = tmp_path / "genes.bed"
+    # BED12: column 10 is blockCount (2), not a summit; a narrowPeak line (10 columns) keeps its summit
+    bed.write_text(
+        "chr1\t100\t200\tgene\t0\t+\t100\t200\t0\t2\t10,20,\t0,80,\nchr1\t100\t200\tpeak\t0\t.\t1\t1\t1\t2\n"
+    )
+    gene, peak = read_bed(bed)
+    assert gene.summit is None and peak.summit == 2
+    # the gene's window is centred on its midpoint 150, the peak's on its summit 102
+    assert [(w.start, w.end) for w in summit_windows([gene, peak], 20)] == [(140, 160), (92, 112)]
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
@@ -123,11 +135,47 @@ def test_summit_windows_by_hand():
 
 def test_tiled_windows_by_hand():
     (region,) = [Region("chr1", 100, 135)]
-    # tiles of 10 from 100: [100,110), [110,120), [120,130) (the partial [130,135) is left out)
-    assert [(w.start, w.end) for w in tiled_windows([region], 10)] == [(100, 110), (110, 120), (120, 130)]
-    # windows of 16 centred on the tile centres 105, 115, 125
-    assert [(w.start, w.end) for w in tiled_windows([region], 16, step=10)] == [(97, 113), (107, 123), (117, 133)]
+    # tiles of 10 from 100: [100,110), [110,120), [120,130), and [125,135) aligned to the end for the
+    # partial [130,135)
+    assert [(w.start, w.end) for w in tiled_windows([region], 10)] == [(100, 110), (110, 120), (120, 130), (125, 135)]
+    # windows of 16 centred on the tile centres 105, 115, 125, 130
+    assert [(w.start, w.end) for w in tiled_windows([region], 16, step=10)] == [
+        (97, 113),
+        (107, 123),
+        (117, 133),
+        (122, 138),
+    ]
     assert all(w.region == 0 for w in tiled_windows([region], 16, step=10))
+    # a whole number of tiles: nothing added
+    assert [(w.start, w.end) for w in tiled_windows([Region("chr1", 100, 130)], 10)] == [
+        (100, 110),
+        (110, 120),
+        (120, 130),
+    ]
+
+
+def test_tiled_windows_cover_each_region_and_chromosome_end():
+    regions = [Region("chr1", 0, 23, "a"), Region("chr1", 40, 46, "short"), Region("chr2", 5, 15, "one")]
+    windows = tiled_windows(regions, 10)
+    # a: [0,10), [10,20), then [13,23) to its end; short (6 < 10 bp): one window centred on 43;
+    # one: exactly one tile
+    assert [(w.chrom, w.start, w.end, w.region) for w in windows] == [
+        ("chr1", 0, 10, 0),
+        ("chr1", 10, 20, 0),
+        ("chr1", 13, 23, 0),
+        ("chr1", 38, 48, 1),
+        ("chr2", 5, 15, 2),
+    ]
+    # every base of every region is in some window
+    for index, region in enumerate(regions):
+        covered = {b for w in windows if w.region == index for b in range(w.start, w.end)}
+        assert set(range(region.start, region.end)) <= covered
+    # a whole chromosome of 47 bp tiled by 20 with windows of 24: the last window reaches its end
+    (chrom,) = chromosome_regions({"chr2": 47}, ["chr2"])
+    tiles = tiled_windows([chrom], 24, step=20)
+    assert [(w.start, w.end) for w in tiles] == [(-2, 22), (18, 42), (25, 49)]
+    kept, dropped = place_windows(tiles, {"chr2": 47}, "shift")
+    assert (kept[-1].start, kept[-1].end, dropped) == (23, 47, 0)
 
 
 def test_edges_drop_shift_pad():
@@ -187,6 +235,28 @@ def test_genome_reads_windows_with_n_and_padding(fasta):
         with pytest.raises(ValueError, match="chrX"):
             opened.sequence("chrX", 0, 4)
     assert (path.parent / "genome.fa.fai").is_file()
+
+
+def test_genome_rebuilds_a_stale_index(fasta):
+    import os
+
+    from deltalift.genomics.genome import Genome
+
+    path, genome = fasta
+    with Genome(path) as opened:
+        assert opened.sequence("chr1", 0, 130) == genome["chr1"]
+    index = path.parent / "genome.fa.fai"
+    old_index = index.read_text()
+    # the FASTA rewritten with other bases, other lengths and lines of 50: the old .fai's offsets are wrong
+    other = {"chr1": genome["chr1"][::-1][:100], "chr2": random_genome(1)["chr2"], "chrM": genome["chrM"]}
+    write_fasta(path, other, width=50)
+    stamp = index.stat().st_mtime_ns + 10**9
+    os.utime(path, ns=(stamp, stamp))  # the FASTA newer than its index
+    with Genome(path) as opened:
+        assert opened.chrom_sizes() == {"chr1": 100, "chr2": 47, "chrM": 20}
+        for chrom, sequence in other.items():
+            assert opened.sequence(chrom, 0, len(sequence)) == sequence.upper()
+    assert index.read_text() != old_index
 
 
 def test_bgzipped_genome_equals_plain(fasta, tmp_path):

@@ -54,7 +54,8 @@ class Genome:
     Parameters
     ----------
     path:
-        A FASTA file, plain or bgzipped; its ``.fai`` (and for bgzip ``.gzi``) index is made if absent.
+        A FASTA file, plain or bgzipped; its ``.fai`` (and for bgzip ``.gzi``) index is made if absent,
+        and made again if older than the FASTA (pyfaidx compares the modification times).
 
     Raises
     ------
@@ -77,7 +78,8 @@ class Genome:
             )
         pyfaidx = _pyfaidx()
         try:
-            self._fasta = pyfaidx.Fasta(str(self.path), sequence_always_upper=True, rebuild=False, as_raw=True)
+            # rebuild=True (pyfaidx's default): a .fai older than the FASTA is rebuilt, not trusted
+            self._fasta = pyfaidx.Fasta(str(self.path), sequence_always_upper=True, rebuild=True, as_raw=True)
         except pyfaidx.UnsupportedCompressionFormat as exc:  # pragma: no cover - depends on pyfaidx build
             raise ValueError(f"{self.path}: {exc}") from exc
         except ImportError as exc:

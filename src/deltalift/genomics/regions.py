@@ -11,7 +11,8 @@ Windows of the model's input length ``width``:
   ChromBPNet's ``[summit - width/2, summit + width/2)`` (its ``extract_loci``).
 - :func:`tiled_windows`: every region (or whole chromosome, with :func:`chromosome_regions`) cut
   into tiles of ``step`` bases from its start, ``[start + k step, start + (k + 1) step)`` for the
-  tiles that fit, each explained through the window of ``width`` centred on the tile's centre
+  tiles that fit, plus ``[end - step, end)`` when these leave a partial tile at the end (a region
+  shorter than ``step``: one tile, the region, centred on its midpoint), each explained through the window of ``width`` centred on the tile's centre
   ``start + k step + step // 2`` (``width == step``: plain tiling; ``width = 2114, step = 1000``:
   ChromBPNet's 1 kb output windows of a chromosome).
 
@@ -107,7 +108,9 @@ def read_bed(path: PathLike) -> list[Region]:
     -------
     list[Region]
         In the file's order. ``name`` is column 4 (``"."`` without one); ``summit`` is column 10
-        when the line has 10 columns and it is not ``-1``.
+        when the line has exactly 10 columns (narrowPeak, BED6+4, ENCODE's format) and it is not
+        ``-1``. Lines of any other width (BED12, whose column 10 is ``blockCount``; BED6+N) have no
+        summit, so their windows are centred on the midpoint.
 
     Raises
     ------
@@ -135,7 +138,8 @@ def read_bed(path: PathLike) -> list[Region]:
             raise ValueError(f"{where}: a BED line needs at least 3 columns (chrom, start, end), got {len(fields)}")
         start, end = _integer(fields[1], "start", where), _integer(fields[2], "end", where)
         name = fields[3] if len(fields) > 3 and fields[3] else "."
-        summit = _integer(fields[9], "summit (10th)", where) if len(fields) >= 10 else -1
+        # only narrowPeak (BED6+4) has exactly 10 columns; in BED12 column 10 is blockCount, not a summit
+        summit = _integer(fields[9], "summit (10th)", where) if len(fields) == 10 else -1
         try:
             regions.append(Region(fields[0], start, end, name, None if summit == -1 else summit))
         except ValueError as exc:
@@ -193,13 +197,29 @@ def tiled_windows(regions: Sequence[Region], width: int, step: int | None = None
     """Tiles of ``step`` bases (default ``width``) from each region's start, each read through the window
     of ``width`` centred on the tile: tile ``k`` is ``[start + k step, start + (k + 1) step)``, for the
     tiles inside the region, and its window starts at ``start + k step + step // 2 - width // 2``.
+
+    The region's end is covered too (the rule): when the tiles do not reach ``end`` (the last tile
+    would be partial, ``(end - start) % step != 0``), one more tile ``[end - step, end)`` aligned
+    to the region's end is added (it overlaps the tile before it), read through its centred window
+    ``[end - step + step // 2 - width // 2, ... + width)``. A region shorter than ``step`` (no tile
+    fits) gets one window centred on its midpoint, ``(start + end) // 2 - width // 2``, as
+    :func:`summit_windows` gives a region without a summit. So every base of a region lies in a
+    tile, and every region gets at least one window. Windows that leave the chromosome are then
+    handled by :func:`place_windows`'s edge policy, as the others.
     """
     _check_width(width)
     step = width if step is None else _check_width(step, "step")
     windows = []
     for index, region in enumerate(regions):
-        for tile in range(region.start, region.end - step + 1, step):
-            left = tile + step // 2 - width // 2
+        if region.end - region.start < step:
+            centres = [(region.start + region.end) // 2]
+        else:
+            tiles = list(range(region.start, region.end - step + 1, step))
+            if tiles[-1] + step < region.end:
+                tiles.append(region.end - step)
+            centres = [tile + step // 2 for tile in tiles]
+        for centre in centres:
+            left = centre - width // 2
             windows.append(Window(region.chrom, left, left + width, index, region.name))
     return windows
 
