@@ -253,3 +253,25 @@ def test_command_line_run(tmp_path, examples, capsys):
     assert main([*command, "--attribute-option", "n_steps=9"]) == 1 and "other settings" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="2"):
         main([*command[:-3], "--attribute-option", "bad"])
+
+
+def test_module_digest_of_a_bfloat16_module_is_the_cav_cache_digest():
+    from deltalift.concepts.cache import model_digest
+    from deltalift.runner.digests import model_settings, module_digest
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)).to(torch.bfloat16)
+    digest = module_digest(model)  # numpy has no bfloat16: the tensors are hashed as their bytes
+    assert model_digest(model) == digest and model_settings(model)["digest"] == digest
+    # the digest follows the values, the dtype and the shape
+    changed = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)).to(torch.bfloat16)
+    changed.load_state_dict(model.state_dict())
+    assert module_digest(changed) == digest
+    with torch.no_grad():
+        changed[0].weight[0, 0] += 1
+    assert module_digest(changed) != digest
+    # a zero tensor has the same bytes in bfloat16 and float16: the dtype tells them apart
+    zeros = {dtype: nn.Linear(2, 2, bias=False).to(dtype) for dtype in (torch.bfloat16, torch.float16)}
+    for module in zeros.values():
+        nn.init.zeros_(module.weight)
+    assert module_digest(zeros[torch.bfloat16]) != module_digest(zeros[torch.float16])

@@ -26,14 +26,14 @@ __all__ = ["CAVCache", "model_digest"]
 
 
 def model_digest(model: nn.Module) -> str:
-    """A SHA-256 digest of a module's parameters and buffers (names, shapes, dtypes, values)."""
-    digest = hashlib.sha256()
-    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
-        if t.numel():
-            digest.update(t.view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    """The digest of a module's class, parameters and persistent buffers (names, shapes, dtypes, values).
+
+    :func:`deltalift.runner.digests.module_digest` (BLAKE2b over the state dict's raw bytes, so
+    ``bfloat16`` models work too), kept under this name for the CAV cache's keys.
+    """
+    from deltalift.runner.digests import module_digest
+
+    return module_digest(model)
 
 
 class CAVCache:

@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 __all__ = ["file_digest", "model_settings", "module_digest"]
@@ -21,11 +22,19 @@ def file_digest(path: Path) -> str:
 
 
 def module_digest(model: nn.Module) -> str:
-    """A 128-bit BLAKE2b digest of a module's class name and its state dict (names and values)."""
+    """A 128-bit BLAKE2b digest of a module's class name and its state dict (names, shapes, dtypes, values).
+
+    The values are hashed as their raw bytes (the tensor viewed as ``uint8``), so that every dtype
+    works, ``bfloat16`` included (numpy has no bfloat16, so ``.numpy()`` would fail). The one model
+    digest of deltalift: the runner's manifests and the CAV cache
+    (:func:`deltalift.concepts.cache.model_digest`) both use it.
+    """
     digest = hashlib.blake2b(type(model).__qualname__.encode(), digest_size=16)
     for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
+        if t.numel():
+            digest.update(t.view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
