@@ -61,9 +61,16 @@ def every_method(model_and_inputs: tuple) -> deltalift.notebook.Explanation:
     return deltalift.explain(model, x, list(METHODS), batch_size=2)
 
 
+def noise_background(x: torch.Tensor) -> torch.Tensor:
+    """The documented default SHAP background for the zero reference: ``(N, 8, ...)``, example
+    ``i``'s references ``0 + 0.15 (max x_i - min x_i) eps_k``, ``eps`` drawn by numpy with seed 0."""
+    eps = torch.from_numpy(np.random.default_rng(0).standard_normal((8, *x.shape[1:]))).float()
+    return torch.stack([0.15 * float(row.max() - row.min()) * eps for row in x])
+
+
 def direct(name: str, model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The method called as a user of the classes would, with the catalog's documented defaults."""
-    background = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:8]]
+    background = noise_background(x)
     noise = {"nt_samples": 10, "noise_fraction": 0.15, "abs": False}
     if name == "deeplift":
         return DeepLift(model).attribute(x, baselines=0.0, target=target)
@@ -74,7 +81,9 @@ def direct(name: str, model: nn.Module, x: torch.Tensor, target: torch.Tensor) -
         for i in range(len(x)):  # example i draws with seed 0 + i, numpy's and torch's
             np.random.seed(i)
             torch.manual_seed(i)
-            rows.append(GradientShap(model).attribute(x[i : i + 1], background, n_samples=10, target=target[i : i + 1]))
+            rows.append(
+                GradientShap(model).attribute(x[i : i + 1], background[i], n_samples=10, target=target[i : i + 1])
+            )
         return torch.cat(rows)
     if name == "ig":
         return IntegratedGradients(model).attribute(x, baselines=0.0, target=target, n_steps=50)
@@ -125,9 +134,9 @@ def test_deltas_mean_what_they_say(model_and_inputs: tuple, every_method) -> Non
         np.testing.assert_allclose(every_method.deltas[name], sums[name] - (out - at_zero), atol=2e-5)
     assert np.abs(every_method.deltas["deeplift"]).max() < 1e-4
     # DeepLIFT-SHAP: the mean over the background of t(x) - t(b), plus the mean delta
-    background = x[torch.randperm(3, generator=torch.Generator().manual_seed(0))]
+    background = noise_background(x)  # (examples, references, ...)
     with torch.no_grad():
-        at_background = model(background)[:, torch.as_tensor(t)].T.numpy()  # (examples, references)
+        at_background = np.stack([model(b)[:, int(c)].numpy() for b, c in zip(background, t)])
     gap = out - at_background.mean(1)
     np.testing.assert_allclose(sums["deeplift-shap"], gap + every_method.deltas["deeplift-shap"], atol=2e-5)
     # LRP: sum of relevances - t(x)
@@ -171,7 +180,7 @@ def test_names_aliases_and_layers() -> None:
         "gradcam",
         "lrp-epsilon",
     ]
-    assert last_conv_layer(tiny_cnn()) == "2"
+    assert last_conv_layer(tiny_cnn(), torch.rand(1, 3, 8, 8)) == "2"
     with pytest.raises(ValueError, match="unknown method 'shapley'; methods: deeplift, deeplift-shap"):
         parse_methods("deeplift,shapley")
     with pytest.raises(ValueError, match="method 'ig' is given twice"):
@@ -179,13 +188,67 @@ def test_names_aliases_and_layers() -> None:
     with pytest.raises(ValueError, match="no method given"):
         parse_methods(" , ")
     with pytest.raises(ValueError, match="no convolution layer for Grad-CAM"):
-        last_conv_layer(nn.Sequential(nn.Linear(2, 2)))
+        last_conv_layer(nn.Sequential(nn.Linear(2, 2)), torch.rand(1, 2))
     with pytest.raises(ValueError, match="stride must be between 1 and the window"):
         MethodOptions(window=2, stride=3)
     with pytest.raises(ValueError, match="rule must be one of"):
         MethodOptions(rule="gradient")
     assert array_names(["deeplift"]) == {"deeplift": ("attributions.npy", "deltas.npy")}
     assert array_names(["ig", "saliency"])["saliency"] == ("attributions-saliency.npy", "deltas-saliency.npy")
+
+
+class Reordered(nn.Module):
+    """Convolutions registered in another order than they run: ``late`` is registered first,
+    ``early`` next, and the 1x1 ``shortcut`` (registered last, run last) skips ``late``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.late = nn.Conv2d(4, 4, 3, padding=1)
+        self.early = nn.Conv2d(3, 4, 3, padding=1)
+        self.shortcut = nn.Conv2d(3, 4, 1)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head((self.late(torch.relu(self.early(x))) + self.shortcut(x)).mean((2, 3)))
+
+
+def test_gradcam_default_layer_is_the_deepest_convolution_run() -> None:
+    model = Reordered().eval()
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert last_conv_layer(model, x) == "late"  # not "shortcut" (registered and run last), not "early"
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and not model.training
+    assert not any(m._forward_hooks for m in model.modules())
+    result = deltalift.explain(model, x, "gradcam", target=1)
+    assert result.settings["gradcam"]["layer"] == "late"
+    expected = interpolate(LayerGradCam(model, "late").attribute(x, target=1), (8, 8), "bilinear")
+    np.testing.assert_allclose(result.attributions["gradcam"], expected.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_shap_background_does_not_depend_on_the_other_inputs(model_and_inputs: tuple, every_method) -> None:
+    model, x = model_and_inputs
+    names = ["deeplift-shap", "gradient-shap"]
+    together = deltalift.explain(model, x, names, target=1, batch_size=3)
+    first = deltalift.explain(model, x[:1], names, target=1)  # gradient-shap seeds example i with seed + i
+    last = deltalift.explain(model, x[2:], "deeplift-shap", target=1)
+    for name in names:
+        np.testing.assert_allclose(first.attributions[name][0], together.attributions[name][0], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        last.attributions["deeplift-shap"][0], together.attributions["deeplift-shap"][2], atol=1e-7
+    )
+    settings = every_method.settings["deeplift-shap"]
+    assert settings["reference"] == "zero" and settings["background"] == "reference + Gaussian noise"
+    assert settings["references"] == 8 and settings["background_seed"] == 0
+
+
+def test_a_reference_of_several_rows_is_the_shap_background(model_and_inputs: tuple) -> None:
+    model, x = model_and_inputs
+    rows = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    result = deltalift.explain(model, x, "deeplift-shap", baselines=rows, target=1)
+    expected = DeepLiftShap(model).attribute(x, baselines=rows, target=1)
+    np.testing.assert_allclose(result.attributions["deeplift-shap"], expected.detach().numpy(), rtol=1e-5, atol=1e-7)
+    assert result.settings["deeplift-shap"]["background"] == "the reference's 5 rows"
 
 
 def explain_cli(model_path: Path, inputs_path: Path, out: Path, *extra: str) -> int:

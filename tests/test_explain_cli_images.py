@@ -86,6 +86,15 @@ def test_every_method_on_an_image_folder(photos_and_model: tuple, explained: tup
     assert "layer=layer4," in html and "n_steps=16" in html and "composite=epsilon_plus_flat" in html
 
 
+def test_gradcam_default_layer_in_resnets(photos_and_model: tuple) -> None:
+    """The deepest convolution run, not the last registered (the shortcut ``layer4.0.downsample.0``)."""
+    from deltalift.method_catalog import last_conv_layer
+
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert last_conv_layer(torchvision.models.resnet18(num_classes=3).eval(), x) == "layer4.1.conv2"
+    assert last_conv_layer(photos_and_model[2], x) == "layer4.0.conv2"  # one block per stage
+
+
 def test_the_report_in_headless_chromium(explained: tuple, tmp_path: Path) -> None:
     from test_report import count_panels, screenshot
 

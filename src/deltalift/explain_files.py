@@ -578,11 +578,17 @@ def add_explain_options(parser: argparse.ArgumentParser, positive_int: Callable[
     parser.add_argument(
         "--stdevs", type=float, default=None, metavar="S", help="noise std (default: 0.15 x each input's range)"
     )
-    parser.add_argument("--layer", default=None, metavar="PATH", help="Grad-CAM layer (default: last convolution)")
+    parser.add_argument(
+        "--layer", default=None, metavar="PATH", help="Grad-CAM layer (default: deepest convolution run)"
+    )
     parser.add_argument("--window", type=positive_int, default=defaults.window, metavar="PX", help="occlusion window")
     parser.add_argument("--stride", type=positive_int, default=None, metavar="PX", help="occlusion stride (window)")
     parser.add_argument(
-        "--shap-references", type=positive_int, default=defaults.shap_references, metavar="K", help="SHAP background"
+        "--shap-references",
+        type=positive_int,
+        default=defaults.shap_references,
+        metavar="K",
+        help="SHAP background: K noisy copies of the reference (8); a --baseline file of K rows is used as is",
     )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the random draws (default: 0)")
     parser.add_argument(

@@ -10,8 +10,9 @@ The methods and the papers they come from:
 - ``deeplift``: :class:`~deltalift.DeepLift` with ``rule`` (Shrikumar et al. 2017, sections
   3.5-3.6: Rescale, RevealCancel); delta ``sum_i C_i - (t(x) - t(x0))``.
 - ``deeplift-shap``: :class:`~deltalift.DeepLiftShap`, the mean of DeepLIFT over a background
-  sample of ``shap_references`` inputs (Lundberg & Lee 2017, section 4.2); delta averaged
-  over the references.
+  (Lundberg & Lee 2017, section 4.2) that does not depend on the other inputs: the rows of a
+  reference of several rows ``(K, ...)``, else ``shap_references`` draws of the reference plus
+  seeded Gaussian noise (:meth:`Context.shap_background`); delta averaged over the references.
 - ``gradient-shap``: :class:`~deltalift.GradientShap` on the same background (Lundberg & Lee 2017),
   ``nt_samples`` draws per example, example ``i`` seeded with ``seed + i`` (so the result does
   not depend on the batch size).
@@ -24,7 +25,7 @@ The methods and the papers they come from:
   al. 2017, section 3; Adebayo et al. 2018).
 - ``guided-backprop`` (Springenberg et al. 2015), ``deconvolution`` (Zeiler & Fergus 2014).
 - ``gradcam`` (upsampled bilinearly to the input's size) and ``guided-gradcam`` at ``layer``
-  (default: the last convolution module, else the last convolution of the captured graph, as
+  (default: the last convolution module to run in the forward, else the last convolution of the captured graph, as
   ``"node:NAME"``; ``--layer`` takes a module path or ``node:NAME``) (Selvaraju et al. 2017, section 3).
 - ``occlusion``: windows of ``window`` pixels (all channels) every ``stride`` pixels, replaced by
   the reference (Zeiler & Fergus 2014, section 4.2).
@@ -100,11 +101,12 @@ class MethodOptions:
         Noise as a fraction of ``max - min`` of each example (SmoothGrad's 10-20 %), used when
         ``stdevs`` is ``None``.
     layer:
-        Module path of the Grad-CAM layer (``"features.7"``); ``None``: the last convolution.
+        Module path of the Grad-CAM layer (``"features.7"``); ``None``: the last convolution module run.
     window, stride:
         Occlusion's window side and step, in pixels (or positions); ``stride=None``: the window.
     shap_references:
-        Background inputs of ``deeplift-shap`` and ``gradient-shap`` (drawn with ``seed``).
+        Noisy copies of the reference forming the background of ``deeplift-shap`` and
+        ``gradient-shap`` (drawn with ``seed``), unless the reference has several rows.
     seed:
         Seed of every random draw (noise, background sample).
     """
@@ -143,16 +145,63 @@ class Context:
     inputs: Tensor
     options: MethodOptions
     batch_size: int = 64
+    #: The reference (``--baseline``): a number, or a tensor that broadcasts to the inputs.
+    reference: Baseline = 0.0
+    #: A background ``(K, ...)`` shared by every example, overriding :meth:`shap_background`.
     background: Tensor | None = None
 
-    def shap_background(self) -> Tensor:
-        """``shap_references`` inputs drawn without replacement with the seed (all of them if fewer)."""
-        if self.background is None:
-            generator = torch.Generator().manual_seed(self.options.seed)
-            count = min(self.options.shap_references, len(self.inputs))
-            rows = torch.randperm(len(self.inputs), generator=generator)[:count]
-            self.background = self.inputs[rows.to(self.inputs.device)]
-        return self.background
+    def _several_references(self) -> bool:
+        reference = self.reference
+        return isinstance(reference, Tensor) and reference.ndim == self.inputs.ndim and len(reference) > 1
+
+    def shap_background(self, x: Tensor) -> Tensor:
+        """The background of ``deeplift-shap`` and ``gradient-shap`` for the examples ``x``.
+
+        SHAP values are expectations over a background distribution of references (Lundberg &
+        Lee 2017, section 4.2, DeepLIFT averaged over a background sample).  Here the background
+        never depends on the other inputs explained with ``x`` and never contains the example:
+
+        - :attr:`background`, when given: that ``(K, ...)``, shared by every example;
+        - a reference of several rows ``(K, ...)`` (a ``--baseline`` file): those ``K`` rows, shared;
+        - otherwise the reference ``x0`` (a number, or one row) plus Gaussian noise, the "Gaussian
+          baseline" of Sturmfels, Lundberg & Lee (2020): ``b_{i,k} = x0 + s_i * eps_k``, ``k < K =
+          shap_references``, ``eps_k ~ N(0, I)`` drawn with ``seed`` by
+          :func:`deltalift.references.noise` (the same ``eps_k`` for every example), ``s_i =
+          stdevs``, else ``noise_fraction * (max x_i - min x_i)``; shape ``(len(x), K, ...)``.
+        """
+        if self.background is not None:
+            return self.background
+        if self._several_references():
+            assert isinstance(self.reference, Tensor)
+            return self.reference.to(device=x.device, dtype=x.dtype)
+        from deltalift import references
+
+        options = self.options
+        center = torch.as_tensor(self.reference, dtype=x.dtype, device=x.device).expand_as(x)
+        rows = []
+        for i in range(len(x)):
+            std = (
+                options.stdevs
+                if options.stdevs is not None
+                else options.noise_fraction * float(x[i].max() - x[i].min())
+            )
+            rows.append(references.noise(center[i : i + 1].contiguous(), options.shap_references, std, options.seed)[0])
+        return torch.stack(rows)
+
+    def shap_settings(self) -> dict[str, Any]:
+        """What :meth:`shap_background` uses, for the reports."""
+        options = self.options
+        if self.background is not None:
+            return {"background": f"given ({len(self.background)} references)"}
+        if self._several_references():
+            return {"background": f"the reference's {len(self.reference)} rows"}  # type: ignore[arg-type]
+        std = options.stdevs if options.stdevs is not None else f"{options.noise_fraction} x each example's range"
+        return {
+            "background": "reference + Gaussian noise",
+            "references": options.shap_references,
+            "noise_std": std,
+            "background_seed": options.seed,
+        }
 
 
 @dataclass(frozen=True)
@@ -188,18 +237,55 @@ class MethodSpec:
         return self.make(context)
 
 
-def last_conv_layer(model: nn.Module) -> str:
-    """The module path of the last ``nn.Conv1d/2d/3d`` of ``model`` (in ``named_modules`` order).
+def last_conv_layer(model: nn.Module, inputs: Tensor) -> str:
+    """The module path of the last ``nn.Conv1d/2d/3d`` of ``model`` in the forward on ``inputs``.
+
+    Grad-CAM weighs the feature maps of "the last convolutional layer", those with the
+    highest-level semantics (Selvaraju et al. 2017, section 3).  Registration order
+    (``named_modules``) is not the forward's, and the forward's last call may be a side branch:
+    in torchvision's ResNet the shortcut's 1x1 convolution ``layer4.0.downsample.0`` is
+    registered (one block per stage) or run after the main path's ``layer4.0.conv2``.  So the
+    graph that :func:`deltalift.capture.capture` records on ``inputs[:1]`` is read: among the
+    convolution nodes that the output depends on, the one with the most convolutions before it
+    on a path from the inputs (the deepest), the last in execution order among equals, mapped to
+    its module by the node's ``nn_module_stack``.  ``resnet18`` gives ``layer4.1.conv2``, the
+    one-block-per-stage ResNet ``layer4.0.conv2``.  The model is not changed.
 
     Raises
     ------
     ValueError
-        The model has no convolution: name the layer.
+        No convolution module in the graph: name the layer (or see :func:`last_conv_node`).
     """
-    found = [name for name, module in model.named_modules() if isinstance(module, nn.modules.conv._ConvNd)]
-    if not found:
+    from deltalift.capture import capture
+
+    modules = dict(model.named_modules())
+    if not any(isinstance(module, nn.modules.conv._ConvNd) for module in modules.values()):
         raise ValueError("the model has no convolution layer for Grad-CAM: name one with --layer PATH (layer=...)")
-    return found[-1]
+    graph = capture(model, (inputs[:1],), 1).graph
+    nodes = list(graph.nodes)
+    needed: set[torch.fx.Node] = set()
+    stack = [node for node in nodes if node.op == "output"]
+    while stack:
+        node = stack.pop()
+        if node not in needed:
+            needed.add(node)
+            stack.extend(node.all_input_nodes)
+    depth: dict[torch.fx.Node, int] = {}
+    best: tuple[int, int, str] | None = None
+    for order, node in enumerate(nodes):
+        before = max((depth[n] for n in node.all_input_nodes if n in depth), default=0)
+        depth[node] = before
+        if node.op != "call_function" or "conv" not in getattr(node.target, "__name__", str(node.target)):
+            continue
+        depth[node] = before + 1
+        stack_meta = list(node.meta.get("nn_module_stack", {}).values())
+        path = stack_meta[-1][0] if stack_meta else None
+        if node in needed and isinstance(modules.get(path), nn.modules.conv._ConvNd):
+            assert path is not None
+            best = max(best or (0, -1, ""), (depth[node], order, path))
+    if best is None:
+        raise ValueError("the model has no convolution layer for Grad-CAM: name one with --layer PATH (layer=...)")
+    return best[2]
 
 
 def last_conv_node(model: nn.Module, inputs: Tensor) -> str:
@@ -230,7 +316,7 @@ def _layer(context: Context) -> str:
     layer = context.options.layer
     if layer is None:
         try:
-            return last_conv_layer(context.model)
+            return last_conv_layer(context.model, context.inputs)
         except ValueError:
             return last_conv_node(context.model, context.inputs)
     if layer not in modules and not layer.startswith("node:"):
@@ -253,19 +339,17 @@ def _deeplift(context: Context) -> tuple[Attribute, dict[str, Any]]:
 
 
 def _deeplift_shap(context: Context) -> tuple[Attribute, dict[str, Any]]:
-    background = context.shap_background()
     method = DeepLiftShap(context.model, rule=context.options.rule, batch_size=context.batch_size)
 
     def attribute(x: Tensor, baseline: Baseline, target: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        background = context.shap_background(x)  # (K, ...) shared or (len(x), K, ...)
         a, d = method.attribute(x, baselines=background, target=target, return_convergence_delta=True)
-        return a, d.reshape(len(x), len(background)).mean(1)
+        return a, d.reshape(len(x), -1).mean(1)
 
-    options = context.options
-    return attribute, {"rule": options.rule, "references": len(background), "seed": options.seed}
+    return attribute, {"rule": context.options.rule, **context.shap_settings()}
 
 
 def _gradient_shap(context: Context) -> tuple[Attribute, dict[str, Any]]:
-    background = context.shap_background()
     method = GradientShap(context.model)
     options = context.options
 
@@ -274,6 +358,8 @@ def _gradient_shap(context: Context) -> tuple[Attribute, dict[str, Any]]:
     def attribute(x: Tensor, baseline: Baseline, target: Tensor | None) -> tuple[Tensor, Tensor | None]:
         nonlocal done
         rows = []
+        background = context.shap_background(x)
+        shared = background.ndim == x.ndim  # (K, ...) for every example, else (len(x), K, ...)
         numpy_state = np.random.get_state()  # GradientShap draws with numpy's and torch's global generators
         try:
             for i in range(len(x)):
@@ -283,7 +369,10 @@ def _gradient_shap(context: Context) -> tuple[Attribute, dict[str, Any]]:
                     row_target = None if target is None else target[i : i + 1]
                     rows.append(
                         method.attribute(
-                            x[i : i + 1], baselines=background, n_samples=options.nt_samples, target=row_target
+                            x[i : i + 1],
+                            baselines=background if shared else background[i],
+                            n_samples=options.nt_samples,
+                            target=row_target,
                         )
                     )
         finally:
@@ -292,7 +381,7 @@ def _gradient_shap(context: Context) -> tuple[Attribute, dict[str, Any]]:
         return torch.cat(rows), None
 
     return attribute, {
-        "references": len(background),
+        **context.shap_settings(),
         "n_samples": options.nt_samples,
         "seed": f"{options.seed} + example index",
     }
@@ -429,8 +518,14 @@ METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
         MethodSpec("deeplift", "DeepLIFT", _deeplift, uses_baseline=True, delta=DEEPLIFT_DELTA),
-        MethodSpec("deeplift-shap", "DeepLIFT-SHAP", _deeplift_shap, delta=DEEPLIFT_DELTA + ", mean over references"),
-        MethodSpec("gradient-shap", "GradientSHAP", _gradient_shap),
+        MethodSpec(
+            "deeplift-shap",
+            "DeepLIFT-SHAP",
+            _deeplift_shap,
+            uses_baseline=True,
+            delta=DEEPLIFT_DELTA + ", mean over references",
+        ),
+        MethodSpec("gradient-shap", "GradientSHAP", _gradient_shap, uses_baseline=True),
         MethodSpec(
             "ig",
             "Integrated Gradients",

@@ -257,7 +257,7 @@ def _explain(
         reference = reference.to(device=x.device, dtype=x.dtype)
     n_outputs = output_size(model, x[:batch_size])
     targets = _targets_for(model, x, target, n_outputs, batch_size)
-    context = Context(model, x, opts, batch_size)
+    context = Context(model, x, opts, batch_size, reference=reference)
     attributions: dict[str, np.ndarray] = {}
     deltas: dict[str, np.ndarray] = {}
     settings: dict[str, dict[str, Any]] = {}
