@@ -275,3 +275,51 @@ def test_module_digest_of_a_bfloat16_module_is_the_cav_cache_digest():
     for module in zeros.values():
         nn.init.zeros_(module.weight)
     assert module_digest(zeros[torch.bfloat16]) != module_digest(zeros[torch.float16])
+
+
+@pytest.mark.parametrize("method", ["GradientShap", "NoiseTunnel"])
+def test_random_methods_seed_each_example_whatever_the_shards_and_batches(tmp_path, examples, method):
+    import deltalift
+    from deltalift import GradientShap, NoiseTunnel
+    from deltalift.method_catalog import METHODS, Context, MethodOptions
+
+    np.save(tmp_path / "x.npy", examples.numpy())
+    if method == "NoiseTunnel":
+        options = {
+            "method_options": {"method": "Saliency"},
+            "attribute_options": {"nt_type": "smoothgrad", "nt_samples": 3, "stdevs": 0.5, "abs": False},
+        }
+    else:
+        options = {"attribute_options": {"n_samples": 3}, "baseline": 0.0}
+    runs = [
+        np.load(
+            attribute_arrays(
+                MODEL, tmp_path / "x.npy", tmp_path / f"{shard}-{batch}", method, target=1, random_state=5,
+                shard_size=shard, batch_size=batch, show_progress=False, **options,
+            ).files["attributions.npy"]
+        )
+        for shard, batch in [(7, 7), (3, 2), (2, 1)]
+    ]  # fmt: skip
+    assert runs[0].tobytes() == runs[1].tobytes() == runs[2].tobytes()
+    # example j is seeded with random_state + j, as deltalift.explain seeds example i with seed + i
+    if method == "NoiseTunnel":
+        explained = deltalift.explain(
+            MODEL, examples, "smoothgrad", target=1, nt_samples=3, stdevs=0.5, seed=5, batch_size=4
+        ).attributions["smoothgrad"]
+        np.testing.assert_array_equal(runs[0], explained)
+        tunnel = NoiseTunnel(Saliency(MODEL))
+        row = tunnel.attribute(examples[4:5], nt_samples=3, stdevs=0.5, random_state=9, target=1, abs=False)
+        np.testing.assert_array_equal(runs[0][4:5], row.detach().numpy())
+    else:
+        # the catalog's gradient-shap with the runner's one zero reference as its background
+        context = Context(MODEL, examples, MethodOptions(nt_samples=3, seed=5), 4, background=torch.zeros(1, 1, 8, 8))
+        attribute, _ = METHODS["gradient-shap"].build(context)
+        target = torch.ones(7, dtype=torch.int64)
+        explained = torch.cat(
+            [attribute(examples[:4], 0.0, target[:4])[0], attribute(examples[4:], 0.0, target[4:])[0]]
+        )
+        np.testing.assert_allclose(runs[0], explained.detach().numpy(), rtol=1e-6, atol=1e-7)
+        np.random.seed(9)
+        torch.manual_seed(9)
+        row = GradientShap(MODEL).attribute(examples[4:5], torch.zeros(1, 1, 8, 8), n_samples=3, target=1)
+        np.testing.assert_array_equal(runs[0][4:5], row.detach().numpy())

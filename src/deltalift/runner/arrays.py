@@ -11,11 +11,19 @@ Each shard's examples are explained with the method class named ``method`` from
 built as ``Method(model, **method_options)`` once per process, and called as Captum's
 ``attribute(inputs, baselines=..., target=..., **attribute_options)`` in batches of ``batch_size``;
 ``baselines`` is passed only to methods that take it. ``target=None`` explains the predicted class,
-``argmax model(x)``. A method that draws random numbers (``NoiseTunnel``, ``GradientShap``) is
-seeded per shard from ``random_state`` and the shard's first item (torch's and numpy's global
-generators, restored afterwards, and a method's own ``random_state`` option unless given), so that
-a resumed or Ray run gives the same shards. :func:`attribute_arrays` runs the job (see :func:`deltalift.runner.run_job`)
-and writes ``attributions.npy`` (shaped like the inputs), ``targets.npy`` and ``names.txt``.
+``argmax model(x)``. ``NoiseTunnel`` wraps the method named by its ``method_options["method"]``
+(default ``"Saliency"``), built with the other method options. A method that draws random numbers
+(``NoiseTunnel``, ``GradientShap``, or any whose ``attribute`` takes ``random_state``) is run one
+example at a time, example ``j`` (its index in the inputs) seeded with ``random_state + j``:
+torch's and numpy's global generators (restored afterwards) and the method's own ``random_state``
+option unless given. This is :func:`deltalift.explain`'s rule (``seed + i``, see
+:mod:`deltalift.method_catalog`), so an example's attributions depend neither on the shard size
+nor the batch size, a resumed or Ray run gives the same shards, and they equal
+``deltalift explain``'s for the same method, options and seed (``smoothgrad`` is ``NoiseTunnel``
+over ``Saliency`` with ``abs=False``; ``gradient-shap`` matches given the same background, here
+the one ``baseline``). The other methods run under global generators seeded per shard from
+``random_state`` and the shard's first item. :func:`attribute_arrays` runs the job (see
+:func:`deltalift.runner.run_job`) and writes ``attributions.npy`` (shaped like the inputs), ``targets.npy`` and ``names.txt``.
 """
 
 from __future__ import annotations
@@ -98,6 +106,19 @@ def _method_class(name: str) -> type:
     return cls
 
 
+#: deltalift's methods that draw random numbers (besides those whose ``attribute`` takes ``random_state``).
+RANDOM_METHODS = ("GradientShap", "NoiseTunnel")
+
+
+def _build_method(name: str, model: nn.Module, options: Mapping[str, Any]) -> Any:
+    """``Method(model, **options)``; ``NoiseTunnel`` wraps ``options["method"]`` (default ``"Saliency"``)."""
+    options = dict(options)
+    if name == "NoiseTunnel":
+        inner = _method_class(str(options.pop("method", "Saliency")))
+        return _method_class(name)(inner(model, **options))
+    return _method_class(name)(model, **options)
+
+
 @dataclass
 class ArrayAttributionJob:
     """Attributions of a deltalift method for each example of ``inputs`` (see the module docstring)."""
@@ -122,6 +143,8 @@ class ArrayAttributionJob:
     def __post_init__(self) -> None:
         self._source, self._names = input_names(self.inputs)
         _method_class(self.method)
+        if self.method == "NoiseTunnel":
+            _method_class(str(self.method_options.get("method", "Saliency")))
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
         if isinstance(self.baseline, str) and self.baseline != "zero" and not self.baseline.endswith(".npy"):
@@ -216,7 +239,7 @@ class ArrayAttributionJob:
     def compute(self, start: int, stop: int) -> dict[str, np.ndarray]:
         model = self.loaded_model()
         if self._explainer is None:
-            self._explainer = _method_class(self.method)(model, **dict(self.method_options))
+            self._explainer = _build_method(self.method, model, self.method_options)
         parameters = inspect.signature(self._explainer.attribute).parameters
         seed = int.from_bytes(
             hashlib.blake2b(f"{self.random_state}:{start}".encode(), digest_size=8).digest(), "little"
@@ -226,13 +249,11 @@ class ArrayAttributionJob:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 np.random.seed(seed % 2**32)  # Captum-style methods draw from numpy's global generator
-                return self._compute(start, stop, model, parameters, seed)
+                return self._compute(start, stop, model, parameters)
         finally:
             np.random.set_state(numpy_state)
 
-    def _compute(
-        self, start: int, stop: int, model: nn.Module, parameters: Mapping[str, Any], seed: int
-    ) -> dict[str, np.ndarray]:
+    def _compute(self, start: int, stop: int, model: nn.Module, parameters: Mapping[str, Any]) -> dict[str, np.ndarray]:
         x_all = self.examples(start, stop)
         attributions, targets = [], []
         for first in range(0, len(x_all), self.batch_size):
@@ -243,11 +264,12 @@ class ArrayAttributionJob:
             else:
                 target = torch.full((len(x),), int(self.target), dtype=torch.int64, device=x.device)
             options = dict(self.attribute_options)
-            if "random_state" in parameters and "random_state" not in options:
-                options["random_state"] = (seed + first) % 2**63
             if "baselines" in parameters:
                 options["baselines"] = self._baselines(x).to(self.device)
-            result = self._explainer.attribute(x, target=target, **options)
+            if self.method in RANDOM_METHODS or "random_state" in parameters:
+                result = self._per_example(x, target, start + first, options, "random_state" in parameters)
+            else:
+                result = self._explainer.attribute(x, target=target, **options)
             attributions.append(result.detach().cpu().to(torch.float32).numpy())
             targets.append(target.cpu().numpy().astype(np.int64))
         return {
@@ -255,6 +277,27 @@ class ArrayAttributionJob:
             "targets": np.concatenate(targets),
             "index": np.arange(start, stop, dtype=np.int64),
         }
+
+    def _per_example(
+        self, x: torch.Tensor, target: torch.Tensor, first: int, options: Mapping[str, Any], takes_state: bool
+    ) -> torch.Tensor:
+        """Example ``first + i`` explained alone, with the generators seeded ``random_state + first + i``.
+
+        As :mod:`deltalift.method_catalog`'s ``gradient-shap`` and NoiseTunnel methods seed example
+        ``i`` with ``seed + i`` (numpy's and torch's global generators, and NoiseTunnel's
+        ``random_state``), so that the result does not depend on the batches.
+        """
+        rows = []
+        for i in range(len(x)):
+            seed = self.random_state + first + i
+            row_options = dict(options)
+            if takes_state and "random_state" not in self.attribute_options:
+                row_options["random_state"] = seed
+            with torch.random.fork_rng(devices=[]):
+                np.random.seed(seed % 2**32)
+                torch.manual_seed(seed)
+                rows.append(self._explainer.attribute(x[i : i + 1], target=target[i : i + 1], **row_options))
+        return torch.cat(rows)
 
 
 @dataclass(frozen=True)
