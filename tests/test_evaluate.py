@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from deltalift.evaluate import (
+    MethodExplainer,
     aopc,
+    as_explainer,
     auprc,
     auroc,
     axiom_report,
@@ -33,7 +35,7 @@ from deltalift.evaluate import (
     rank,
     spearman,
 )
-from deltalift.methods import DeepLift, InputXGradient, IntegratedGradients, Saliency
+from deltalift.methods import DeepLift, InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
 
 W = torch.tensor([[1.0, 2.0, -1.0, 0.5], [0.0, -1.0, 1.0, 0.5]], dtype=torch.float64)
 B = torch.tensor([0.3, -0.2], dtype=torch.float64)
@@ -83,6 +85,23 @@ def test_log_odds_erasure_with_deltalift_methods_and_a_fraction() -> None:
     # a reference other than zero: erased features become 1; the change is S_diff-weighted (x - 1)
     shifted = log_odds_erasure(model, X, 0, 1, exact_linear, budget=1, reference=1.0)
     assert shifted.change.item() == pytest.approx(3.0)  # feature 1: (w_0 - w_1)_1 * (2 - 1)
+
+
+def test_log_odds_erasure_takes_precomputed_score_differences() -> None:
+    model = linear_model()
+    # S_diff = [1, 6, -6, 0] (the hand case above), given instead of an explainer
+    s_diff = torch.tensor([[1.0, 6.0, -6.0, 0.0]], dtype=torch.float64)
+    given = log_odds_erasure(model, X, 0, 1, s_diff=s_diff, budget=3)
+    assert given.change.item() == pytest.approx(7.0) and given.erased.tolist() == [[0.0, 0.0, 3.0, 4.0]]
+    reversed_order = log_odds_erasure(model, X, 0, 1, s_diff=-s_diff, budget=1)  # erases feature 2 instead
+    assert reversed_order.erased.tolist() == [[1.0, 2.0, 0.0, 4.0]]
+    assert reversed_order.change.item() == pytest.approx(-6.0)  # (w_0 - w_1)_2 * 3 = -2 * 3
+    with pytest.raises(TypeError, match="either explain or s_diff"):
+        log_odds_erasure(model, X, 0, 1, exact_linear, s_diff=s_diff)
+    with pytest.raises(TypeError, match="either explain or s_diff"):
+        log_odds_erasure(model, X, 0, 1)
+    with pytest.raises(ValueError, match="s_diff of shape"):
+        log_odds_erasure(model, X, 0, 1, s_diff=s_diff[:, :2])
 
 
 def test_erasure_input_checks() -> None:
@@ -248,7 +267,23 @@ def test_infidelity_matches_captum() -> None:
 # ---------------------------------------------------------------- sanity checks
 
 
-def test_model_randomisation_matches_a_manual_reinitialisation() -> None:
+def _by_hand_randomised(module: nn.Linear, seed: int) -> None:
+    """The documented draw, written out: weight then bias, each N(0, std^2) of its own std, one seeded generator."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in (module.weight, module.bias):
+            std = float(parameter.double().std())
+            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=torch.float64) * std)
+
+
+def _gradient_times_input(model: nn.Module, x: torch.Tensor, target: int) -> np.ndarray:
+    x = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(x)[:, target].sum(), x)
+    return (grad * x).detach().numpy()
+
+
+def test_model_randomisation_matches_an_independent_computation() -> None:
+    stats = pytest.importorskip("scipy.stats")
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
     before = copy.deepcopy(model.state_dict())
@@ -258,27 +293,59 @@ def test_model_randomisation_matches_a_manual_reinitialisation() -> None:
     independent = model_randomisation(model, x, target, InputXGradient, mode="independent", seed=7)
     assert cascading.layers == ["2", "0"] and independent.layers == ["2", "0"]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    original = explainer(InputXGradient)(model, x, target).numpy()
+    original = _gradient_times_input(model, x, target)
     top = copy.deepcopy(model)
-    randomise_layer(top[2], 7)
+    _by_hand_randomised(top[2], 7)
     both = copy.deepcopy(top)
-    randomise_layer(both[0], 8)
+    _by_hand_randomised(both[0], 8)
     bottom_only = copy.deepcopy(model)
-    randomise_layer(bottom_only[0], 8)
+    _by_hand_randomised(bottom_only[0], 8)
+
+    def rho(after: np.ndarray, absolute: bool = False) -> list[float]:
+        f = np.abs if absolute else np.asarray
+        return [stats.spearmanr(f(o), f(a)).statistic for o, a in zip(original, after)]
+
     for k, randomised in enumerate([top, both]):
-        after = explainer(InputXGradient)(randomised, x, target).numpy()
-        np.testing.assert_allclose(cascading.spearman[k], [spearman(o, a) for o, a in zip(original, after)])
+        after = _gradient_times_input(randomised, x, target)
+        assert not np.allclose(after, original)
+        np.testing.assert_allclose(cascading.spearman[k], rho(after), atol=1e-12)
+        np.testing.assert_allclose(cascading.spearman_abs[k], rho(after, absolute=True), atol=1e-12)
+    for k, randomised in enumerate([top, bottom_only]):
         np.testing.assert_allclose(
-            cascading.spearman_abs[k], [spearman(abs(o), abs(a)) for o, a in zip(original, after)]
+            independent.spearman[k], rho(_gradient_times_input(randomised, x, target)), atol=1e-12
         )
-    after = explainer(InputXGradient)(bottom_only, x, target).numpy()
-    np.testing.assert_allclose(independent.spearman[1], [spearman(o, a) for o, a in zip(original, after)])
-    assert cascading.spearman[0].tolist() == independent.spearman[0].tolist()
     assert set(cascading.mean()) == {"2", "0"}
     with pytest.raises(ValueError, match="no module"):
         model_randomisation(model, x, target, InputXGradient, layers=["5"])
     with pytest.raises(ValueError, match="cascading"):
         model_randomisation(model, x, target, InputXGradient, mode="top-down")
+
+
+def test_randomise_layer_draws_only_the_layers_own_parameters_at_random() -> None:
+    torch.manual_seed(0)
+    dense = nn.Linear(200, 100)
+    weight_std = float(dense.weight.detach().std())
+    old = dense.weight.detach().clone()
+    same_seed = copy.deepcopy(dense)
+    randomise_layer(dense, 3)
+    assert not torch.equal(dense.weight, old)
+    assert float(dense.weight.detach().std()) == pytest.approx(weight_std, rel=0.05)  # each parameter's own scale
+    assert abs(float(torch.corrcoef(torch.stack([old.flatten(), dense.weight.detach().flatten()]))[0, 1])) < 0.05
+    randomise_layer(same_seed, 3)
+    assert torch.equal(same_seed.weight, dense.weight) and torch.equal(same_seed.bias, dense.bias)  # seeded
+    # norm layers: reset_parameters() would give weights of one and biases of zero; the draw does not
+    for norm in (nn.LayerNorm(400), nn.BatchNorm1d(400)):
+        randomise_layer(norm, 1)
+        assert not torch.all(norm.weight == 1.0) and not torch.all(norm.bias == 0.0)
+        assert float(norm.weight.detach().std()) == pytest.approx(1.0, rel=0.15)  # constant: the init scale, 1
+    # a module with children: only its own parameters change (independent randomisation stays one layer)
+    attention = nn.MultiheadAttention(8, 2)
+    out_proj = {k: v.detach().clone() for k, v in attention.out_proj.state_dict().items()}
+    in_proj = attention.in_proj_weight.detach().clone()
+    randomise_layer(attention, 0)
+    assert not torch.equal(attention.in_proj_weight, in_proj)
+    assert all(torch.equal(out_proj[k], v) for k, v in attention.out_proj.state_dict().items())
+    assert parameter_layers(nn.Sequential(attention)) == ["0", "0.out_proj"]
 
 
 # ---------------------------------------------------------------- axioms
@@ -330,6 +397,22 @@ def test_axiom_report_sensitivity_a_on_a_saturating_unit() -> None:
         axiom_report(Saturating(), x, 0, exact_linear, baseline=torch.zeros(2))  # type: ignore[arg-type]
 
 
+def test_axiom_report_gives_the_models_their_modes_back() -> None:
+    model = nn.Sequential(linear_model(), nn.Dropout(0.5))
+    twin = nn.Sequential(linear_model(), nn.Dropout(0.5))
+    model.train()
+    model[1].eval()  # a mixed-mode model: each module keeps its own mode
+    twin.train()
+    x = torch.tensor([[1.0, 2.0, 0.0, 4.0]], dtype=torch.float64)
+    checks = results(axiom_report(model, x, 0, explainer(DeepLift, baselines=0.0), twin=twin))
+    assert checks["completeness"][0]  # measured in eval mode (dropout off)
+    assert model.training and model[0].training and not model[1].training
+    assert twin.training and twin[0].training and twin[1].training
+    with pytest.raises(ValueError):  # restored when a check raises, too
+        axiom_report(model, x, [0, 1], exact_linear)
+    assert model.training and not model[1].training
+
+
 # ---------------------------------------------------------------- explainers and Quantus
 
 
@@ -337,7 +420,6 @@ def test_explainer_adapter_and_quantus_explain_func() -> None:
     model = linear_model()
     direct = DeepLift(model).attribute(X, baselines=0.0, target=1)
     np.testing.assert_allclose(explainer(DeepLift, baselines=0.0)(model, X, 1), direct)
-    np.testing.assert_allclose(explainer(partial(DeepLift, rule="reveal_cancel"), baselines=0.0)(model, X, 1), direct)
     out = quantus_explain_func(model, X.numpy(), np.array([1]), method=DeepLift, attribute_kwargs={"baselines": 0.0})
     assert isinstance(out, np.ndarray) and out.dtype == np.float64
     np.testing.assert_allclose(out, direct.numpy())
@@ -348,6 +430,76 @@ def test_explainer_adapter_and_quantus_explain_func() -> None:
         quantus_explain_func(model, X.numpy(), 1)
     with pytest.raises(ValueError, match="entries"):
         explainer(DeepLift)(model, X, [0, 1])
+
+
+class MinNet(nn.Module):
+    """min(x_0, x_1) = x_0 - relu(x_0 - x_1) (Shrikumar et al. 2017, section 3.5.3), the difference a dense
+    layer (RevealCancel splits a dense layer's positive and negative terms)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.difference = nn.Linear(2, 1, bias=False).double()
+        with torch.no_grad():
+            self.difference.weight.copy_(torch.tensor([[1.0, -1.0]]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :1] - torch.relu(self.difference(x))
+
+
+# at x = (3, 1), reference 0: Rescale gives x_0 0 and x_1 1 (the relu's multiplier is 2/2 = 1);
+# RevealCancel splits relu(x_0 - x_1) into dy+ = (relu(3) - relu(0) + relu(2) - relu(-1)) / 2 = 2.5
+# from x_0 and dy- = (relu(-1) - relu(0) + relu(2) - relu(3)) / 2 = -0.5 from x_1 (eq. 3.5.3), so
+# x_0 gets 3 - 2.5 = 0.5 and x_1 gets 0 + 0.5 = 0.5
+MIN_X = torch.tensor([[3.0, 1.0]], dtype=torch.float64)
+MIN_RESCALE = np.array([[0.0, 1.0]])
+MIN_REVEAL_CANCEL = np.array([[0.5, 0.5]])
+
+
+def test_reveal_cancel_through_the_explainer_forms_differs_from_rescale() -> None:
+    model = MinNet().eval()
+    rescale = explainer(DeepLift, baselines=0.0)(model, MIN_X, 0)
+    reveal = explainer(partial(DeepLift, rule="reveal_cancel"), baselines=0.0)(model, MIN_X, 0)
+    np.testing.assert_allclose(rescale, MIN_RESCALE, atol=1e-12)
+    np.testing.assert_allclose(reveal, MIN_REVEAL_CANCEL, atol=1e-12)
+    # a partial of a class given to Quantus' explain_func, without attribute_kwargs (the review's case)
+    out = quantus_explain_func(model, MIN_X.numpy(), np.array([0]), method=partial(DeepLift, rule="reveal_cancel"))
+    np.testing.assert_allclose(out, MIN_REVEAL_CANCEL, atol=1e-12)
+    np.testing.assert_allclose(quantus_explain_func(model, MIN_X.numpy(), 0, method=DeepLift), MIN_RESCALE, atol=1e-12)
+
+
+def test_as_explainer_tells_factories_from_explainers() -> None:
+    model = linear_model()
+    # a one-argument factory (the review's lambda m: NoiseTunnel(Saliency(m))): factory(model).attribute(...)
+    explain = as_explainer(lambda m: NoiseTunnel(Saliency(m)))
+    assert isinstance(explain, MethodExplainer)
+    np.testing.assert_allclose(explain(model, X, 1), W[1:].abs().numpy())  # a linear model: |w_1| on every copy
+    np.testing.assert_allclose(
+        quantus_explain_func(model, X.numpy(), 1, method=lambda m: NoiseTunnel(Saliency(m))), W[1:].abs().numpy()
+    )
+
+    def factory(model: nn.Module, rule: str = "rescale") -> DeepLift:
+        return DeepLift(model, rule=rule)
+
+    assert isinstance(as_explainer(factory), MethodExplainer)
+    # a class and a partial of one
+    assert isinstance(as_explainer(DeepLift), MethodExplainer)
+    assert isinstance(as_explainer(partial(DeepLift, rule="reveal_cancel")), MethodExplainer)
+    # a three-argument callable is an explainer, returned as it is
+    assert as_explainer(exact_linear) is exact_linear
+
+    def with_default(model: nn.Module, inputs: torch.Tensor, target: object, scale: float = 1.0) -> torch.Tensor:
+        return exact_linear(model, inputs, target) * scale
+
+    assert as_explainer(with_default) is with_default
+    np.testing.assert_allclose(
+        quantus_explain_func(model, X.numpy(), 1, method=with_default), exact_linear(model, X, 1)
+    )
+    # anything else: a clear TypeError
+    for wrong in (lambda m, x: x, lambda: None, lambda m, x, y, z: x, 3, nn.Linear):
+        with pytest.raises(TypeError):
+            as_explainer(wrong)
+    with pytest.raises(TypeError, match="neither a method factory"):
+        as_explainer(lambda m, x: x)
 
 
 class TinyCNN(nn.Module):

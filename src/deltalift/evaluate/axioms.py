@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deltalift.evaluate.explainers import Explain, as_explainer, explain_checked, target_tensor
+from deltalift.evaluate.explainers import Explain, as_explainer, explain_checked, target_scores, target_tensor
 from deltalift.random_state import numpy_generator
 
 Tensor = torch.Tensor
@@ -93,13 +93,6 @@ class _Symmetrised(nn.Module):
         return self.model(x) + self.model(swapped)
 
 
-def _scores(model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
-    with torch.no_grad():
-        out = model(x)
-    out = out.reshape(out.shape[0], -1)
-    return out[torch.arange(out.shape[0]), target].double()
-
-
 def _relative(difference: Tensor, scale: Tensor) -> float:
     top = float(scale.abs().max())
     return float(difference.abs().max()) / top if top > _TINY else float(difference.abs().max())
@@ -141,7 +134,29 @@ def axiom_report(
     if not isinstance(baseline, int | float):
         raise TypeError(f"axiom_report takes one number as the reference, got {type(baseline).__name__}")
     explain = as_explainer(explain)
+    modules = [m for network in (model, twin) if network is not None for m in network.modules()]
+    modes = [m.training for m in modules]
     model.eval()
+    if twin is not None:
+        twin.eval()
+    try:
+        return _checks(model, inputs, target, explain, baseline, twin, tolerance, n_features, seed)
+    finally:  # the caller's modules get their own modes back (train or eval, module by module)
+        for module, training in zip(modules, modes):
+            module.training = training
+
+
+def _checks(
+    model: nn.Module,
+    inputs: Tensor,
+    target: Any,
+    explain: Explain,
+    baseline: float,
+    twin: nn.Module | None,
+    tolerance: float,
+    n_features: int,
+    seed: int,
+) -> list[AxiomCheck]:
     n = inputs.shape[0]
     targets = target_tensor(target, n, inputs.device)
     generator = numpy_generator(seed)
@@ -150,7 +165,7 @@ def axiom_report(
     checks: list[AxiomCheck] = []
 
     # completeness
-    delta = _scores(model, inputs, targets) - _scores(model, reference, targets)
+    delta = target_scores(model, inputs, targets).double() - target_scores(model, reference, targets).double()
     error = (phi.reshape(n, -1).double().sum(1) - delta).abs() / delta.abs().clamp(min=1e-6)
     value = float(error.max())
     checks.append(AxiomCheck("completeness", value <= tolerance, value, tolerance, "max |sum Phi - Δf| / |Δf|"))
@@ -170,8 +185,8 @@ def axiom_report(
         batch = torch.stack(singles)
         single_targets = targets[torch.tensor(rows)]
         changed = (
-            _scores(model, batch, single_targets)
-            - _scores(model, torch.full_like(batch, float(baseline)), single_targets)
+            target_scores(model, batch, single_targets).double()
+            - target_scores(model, torch.full_like(batch, float(baseline)), single_targets).double()
         ).abs()
         relevant = changed > 1e-6 * max(float(delta.abs().max()), 1.0)
         attributions = explain_checked(explain, model, batch, single_targets).reshape(len(batch), -1)
@@ -202,7 +217,6 @@ def axiom_report(
 
     # implementation invariance
     if twin is not None:
-        twin.eval()
         value = _relative(explain_checked(explain, twin, inputs, targets) - phi, phi)
         checks.append(
             AxiomCheck(

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deltalift.evaluate.explainers import target_tensor
+from deltalift.evaluate.explainers import target_scores, target_tensor
 from deltalift.evaluate.features import as_reference, feature_order, replace_features
 
 Tensor = torch.Tensor
@@ -68,19 +68,6 @@ def curve_area(fractions: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return np.sum(widths * (scores[:, 1:] + scores[:, :-1]) / 2.0, axis=1)
 
 
-def _target_score(model: Callable[[Tensor], Tensor], target: Tensor, score: Score | None) -> Callable[[Tensor], Tensor]:
-    def evaluate(x: Tensor) -> Tensor:
-        with torch.no_grad():
-            out = model(x)
-            if score is not None:
-                out = score(out)
-            if out.ndim == 1:
-                return out
-            return out.reshape(out.shape[0], -1)[torch.arange(out.shape[0]), target.repeat(x.shape[0] // len(target))]
-
-    return evaluate
-
-
 def _curve(
     kind: str,
     model: nn.Module | Callable[[Tensor], Tensor],
@@ -105,7 +92,6 @@ def _curve(
     counts = np.unique(np.round(np.linspace(0, d, n_steps + 1)).astype(np.int64))
     ref = as_reference(reference, inputs)
     start, source = (inputs, ref) if kind == "deletion" else (ref, inputs)
-    evaluate = _target_score(model, targets, score)
     scores = np.empty((n, len(counts)))
     steps_per_batch = max(1, batch_size // max(n, 1))
     for first in range(0, len(counts), steps_per_batch):
@@ -113,7 +99,7 @@ def _curve(
         batch = torch.cat(
             [replace_features(start, source, ranking, torch.full((n,), int(c), dtype=torch.long)) for c in chunk]
         )
-        values = evaluate(batch).reshape(len(chunk), n).double().cpu().numpy()
+        values = target_scores(model, batch, targets, score).reshape(len(chunk), n).double().cpu().numpy()
         scores[:, first : first + len(chunk)] = values.T
     return PerturbationCurve(counts / d, counts, scores, kind, order)
 

@@ -72,10 +72,11 @@ def log_odds_erasure(
     inputs: Tensor,
     original: Any,
     target: Any,
-    explain: Explain | Any,
+    explain: Explain | Any = None,
     budget: int | float = 0.2,
     reference: float | Tensor = 0.0,
     only_positive: bool = True,
+    s_diff: Tensor | None = None,
 ) -> ErasureResult:
     """The paper's log-odds erasure of ``inputs`` from class ``original`` towards class ``target``.
 
@@ -89,7 +90,7 @@ def log_odds_erasure(
         ``c_o`` and ``c_t``: an int or one class per example.
     explain:
         An explainer ``(model, inputs, target) -> attributions`` or a method class
-        (:func:`~deltalift.evaluate.explainers.as_explainer`).
+        (:func:`~deltalift.evaluate.explainers.as_explainer`); not needed with ``s_diff``.
     budget:
         Features to erase at most: a count, or a fraction of an example's features (default
         0.2: the paper's 157 of 784 pixels).
@@ -97,8 +98,12 @@ def log_odds_erasure(
         What an erased feature is set to (the paper: 0, black).
     only_positive:
         Erase only features with ``S_diff > 0`` (the paper).
+    s_diff:
+        Precomputed ``S(c_o) - S(c_t)`` shaped like ``inputs``, used instead of calling ``explain``
+        (e.g. when the attributions of every class are computed once for many class pairs).
     """
-    explain = as_explainer(explain)
+    if (explain is None) == (s_diff is None):
+        raise TypeError("log_odds_erasure takes either explain or s_diff (precomputed S(c_o) - S(c_t)), not both")
     d = inputs[0].numel()
     if isinstance(budget, float):
         if not 0.0 <= budget <= 1.0:
@@ -112,7 +117,11 @@ def log_odds_erasure(
     c_o, c_t = target_tensor(original, n, inputs.device), target_tensor(target, n, inputs.device)
     if bool((c_o == c_t).any()):
         raise ValueError("the original and the target class must differ for every example")
-    s_diff = explain_checked(explain, model, inputs, c_o) - explain_checked(explain, model, inputs, c_t)  # type: ignore[arg-type]
+    if s_diff is None:
+        explain = as_explainer(explain)
+        s_diff = explain_checked(explain, model, inputs, c_o) - explain_checked(explain, model, inputs, c_t)  # type: ignore[arg-type]
+    elif s_diff.shape != inputs.shape:
+        raise ValueError(f"s_diff of shape {tuple(s_diff.shape)} for inputs {tuple(inputs.shape)}")
     erased, n_erased = erase_by_scores(inputs, s_diff, count, reference, only_positive)
     with torch.no_grad():
         before = log_odds(model(inputs), c_o, c_t)

@@ -9,6 +9,7 @@ like ``inputs``.  :func:`explainer` makes one from a deltalift method class (Cap
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ Tensor = torch.Tensor
 Target = int | Tensor | np.ndarray | list[int]
 Explain = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
-__all__ = ["Explain", "MethodExplainer", "as_explainer", "explainer", "target_tensor"]
+__all__ = ["Explain", "MethodExplainer", "as_explainer", "explainer", "target_scores", "target_tensor"]
 
 
 def target_tensor(target: Any, n: int, device: torch.device | None = None) -> Tensor:
@@ -41,6 +42,24 @@ def target_tensor(target: Any, n: int, device: torch.device | None = None) -> Te
         if out.numel() != n:
             raise ValueError(f"target has {out.numel()} entries for {n} examples")
     return out if device is None else out.to(device)
+
+
+def target_scores(
+    model: Callable[[Tensor], Tensor], x: Tensor, target: Tensor, score: Callable[[Tensor], Tensor] | None = None
+) -> Tensor:
+    """``out[n, target[n]]`` of ``out = model(x)`` (after ``score``, e.g. a softmax), without gradients.
+
+    A one-dimensional output is returned as it is; ``target`` is repeated when ``x`` holds several
+    copies of its batch (``len(x)`` a multiple of ``len(target)``)."""
+    with torch.no_grad():
+        out = model(x)
+        if score is not None:
+            out = score(out)
+    if out.ndim == 1:
+        return out
+    out = out.reshape(out.shape[0], -1)
+    rows = torch.arange(out.shape[0], device=out.device)
+    return out[rows, target.to(out.device).repeat(out.shape[0] // len(target))]
 
 
 @dataclass(frozen=True)
@@ -92,17 +111,54 @@ def explainer(factory: Callable[[nn.Module], Any], name: str = "", **attribute_k
     return MethodExplainer(factory, dict(attribute_kwargs), label)
 
 
+def _binds(signature: inspect.Signature, n: int) -> bool:
+    try:
+        signature.bind(*([None] * n))
+    except TypeError:
+        return False
+    return True
+
+
 def as_explainer(method: Any) -> Explain:
-    """``method`` as an explainer: a method class becomes :func:`explainer(method) <explainer>`; a
-    callable of three positional arguments ``(model, inputs, target)`` is returned as it is."""
+    """``method`` as an explainer.
+
+    - a :class:`MethodExplainer` is returned as it is;
+    - a method class (``DeepLift``), a ``functools.partial`` of one
+      (``partial(DeepLift, rule="reveal_cancel")``) or a callable with exactly one required
+      parameter (``lambda m: NoiseTunnel(Saliency(m))``) is a *factory*: it becomes
+      :func:`explainer(method) <explainer>`, called as ``factory(model).attribute(inputs, target=...)``;
+    - a callable that takes three positional arguments ``(model, inputs, target)`` is an explainer
+      and is returned as it is;
+    - anything else raises a ``TypeError``.
+    """
     if isinstance(method, MethodExplainer):
         return method
-    if inspect.isclass(method):
-        if not hasattr(method, "attribute"):
-            raise TypeError(f"{method.__name__} has no attribute method; pass an explainer (model, inputs, target)")
+    wrapped = method.func if isinstance(method, functools.partial) else method
+    if inspect.isclass(wrapped):
+        if not hasattr(wrapped, "attribute"):
+            raise TypeError(f"{wrapped.__name__} has no attribute method; pass an explainer (model, inputs, target)")
         return explainer(method)
     if callable(method):
-        return method  # type: ignore[no-any-return]
+        try:
+            signature = inspect.signature(method)
+        except (TypeError, ValueError):
+            signature = None
+        if signature is not None:
+            required = [
+                p
+                for p in signature.parameters.values()
+                if p.default is inspect.Parameter.empty
+                and p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            ]
+            if len(required) == 1 and _binds(signature, 1):
+                return explainer(method)
+            if _binds(signature, 3):
+                return method  # type: ignore[no-any-return]
+        name = getattr(method, "__name__", type(method).__name__)
+        raise TypeError(
+            f"{name}{signature if signature is not None else ''} is neither a method factory model -> method "
+            "(one required argument) nor an explainer (model, inputs, target) -> attributions (three arguments)"
+        )
     raise TypeError(
         f"expected an explainer (model, inputs, target) -> attributions or a method class, got {type(method).__name__}"
     )

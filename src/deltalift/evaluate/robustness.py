@@ -26,19 +26,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from deltalift.evaluate.explainers import Explain, as_explainer, explain_checked, target_tensor
+from deltalift.evaluate.explainers import Explain, as_explainer, explain_checked, target_scores, target_tensor
 from deltalift.random_state import RandomState, numpy_generator
 
 Tensor = torch.Tensor
 
 __all__ = ["infidelity", "max_sensitivity"]
-
-
-def _scores(model: Callable[[Tensor], Tensor], x: Tensor, target: Tensor) -> Tensor:
-    with torch.no_grad():
-        out = model(x)
-    out = out.reshape(out.shape[0], -1)
-    return out[torch.arange(out.shape[0]), target].double()
 
 
 def infidelity(
@@ -72,9 +65,9 @@ def infidelity(
     if perturbations.ndim != inputs.ndim + 1 or perturbations.shape[1:] != inputs.shape:
         raise ValueError(f"perturbations must be (K, *inputs.shape), got {tuple(perturbations.shape)}")
     k = perturbations.shape[0]
-    fx = _scores(model, inputs, targets)
+    fx = target_scores(model, inputs, targets).double()
     perturbed = (inputs.unsqueeze(0) - perturbations).reshape(k * n, *inputs.shape[1:])
-    fxi = _scores(model, perturbed, targets.repeat(k)).reshape(k, n)
+    fxi = target_scores(model, perturbed, targets.repeat(k)).double().reshape(k, n)
     explained = (perturbations.double() * attributions.double().unsqueeze(0)).reshape(k, n, -1).sum(2)
     differences = fx.unsqueeze(0) - fxi
     if normalize:

@@ -1,6 +1,6 @@
 """Sanity checks for saliency maps (Adebayo et al. 2018, *Sanity Checks for Saliency Maps*, NeurIPS, section 3).
 
-Model-parameter randomisation: re-initialise the weights of the layers, either *cascading* from
+Model-parameter randomisation: re-draw the weights of the layers (:func:`randomise_layer`), either *cascading* from
 the output layer down to the input (each step randomises one more layer) or *independently* (one
 layer at a time, the others trained), and compare each example's attributions before and after
 with Spearman's rank correlation, of the signed values and of their absolute values.  A method
@@ -30,19 +30,37 @@ def parameter_layers(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if name and any(True for _ in m.parameters(recurse=False))]
 
 
+def _init_scale(module: nn.Module, parameter: Tensor) -> float:
+    """The scale of PyTorch's default initialisation for ``module``: ``1/sqrt(fan_in)`` (the bound
+    of ``kaiming_uniform_(a=sqrt(5))`` and of the bias draw in ``nn.Linear`` / ``nn.ConvNd``), with
+    ``fan_in`` from ``parameter`` when it is a matrix or from the module's first such parameter;
+    1 when there is none (e.g. a norm layer's affine weights)."""
+    weights = [parameter] if parameter.ndim >= 2 else []
+    weights += [p for p in module.parameters(recurse=False) if p.ndim >= 2]
+    if not weights:
+        return 1.0
+    fan_in = weights[0][0].numel()
+    return 1.0 / float(np.sqrt(max(fan_in, 1)))
+
+
 def randomise_layer(module: nn.Module, seed: int) -> None:
-    """Re-initialise ``module``'s own parameters in place with ``seed``: ``reset_parameters()``
-    when the module has one (PyTorch's default initialisation), else a normal draw with each
-    parameter's standard deviation."""
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)
-        reset = getattr(module, "reset_parameters", None)
-        if callable(reset):
-            reset()
-            return
-        for p in module.parameters(recurse=False):
-            std = float(p.std()) if p.numel() > 1 else 1.0
-            p.normal_(0.0, std if std > 0 else 1.0)
+    """Re-draw ``module``'s own parameters (``recurse=False``: its children are left as they are) in
+    place, seeded by ``seed``, from ``N(0, s^2)`` with ``s`` each parameter's own standard deviation,
+    or the scale of PyTorch's default initialisation (:func:`_init_scale`) when that is zero (a
+    constant: a norm layer's weights of one, zero biases).
+
+    Adebayo et al. 2018 (*Sanity Checks for Saliency Maps*, section 3, "model parameter
+    randomization test") re-initialise each layer's weights with random draws; a norm layer's
+    ``reset_parameters()`` would instead set its weights to one and its biases to zero (not random),
+    and a module's ``reset_parameters()`` may also reset its children (``nn.MultiheadAttention``'s
+    ``out_proj``), which would make the independent randomisation randomise more than one layer."""
+    generator = torch.Generator(device="cpu").manual_seed(int(seed))
+    with torch.no_grad():
+        for parameter in module.parameters(recurse=False):
+            std = float(parameter.detach().double().std()) if parameter.numel() > 1 else 0.0
+            scale = std if np.isfinite(std) and std > 0 else _init_scale(module, parameter)
+            draw = torch.randn(parameter.shape, generator=generator, dtype=torch.float64) * scale
+            parameter.copy_(draw.to(device=parameter.device, dtype=parameter.dtype))
 
 
 @dataclass
