@@ -181,6 +181,13 @@ def test_paper_cnn_shapes_and_the_functional_twins() -> None:
         model = PaperCNN(image_size=size).eval()
         assert model(torch.rand(3, 1, size, size)).shape == (3, 10)
         assert model.conv1.stride == (2, 2) and model.conv2.stride == (2, 2)
+        # a value: with the convolutions and the dense weights zero, every image gets
+        # output.weight @ relu(dense.bias) + output.bias
+        with torch.no_grad():
+            for layer in (model.conv1, model.conv2, model.dense):
+                layer.weight.zero_()
+            expected = model.output.weight @ torch.relu(model.dense.bias) + model.output.bias
+            torch.testing.assert_close(model(torch.rand(3, 1, size, size)), expected.expand(3, 10))
     model = PaperCNN().eval()
     x = torch.rand(5, 1, 8, 8)
     twin = duplicate_hidden_units(model)
@@ -200,6 +207,10 @@ def test_genomics_erasure_and_ablation_pieces_at_a_small_scale() -> None:
     model = train_simulation_model(sim.X, sim.y, epochs=1, seed=0, show_progress=False)
     assert isinstance(model, SimulationCNN) and not model.training
     assert model(sim.X).shape == (16, 3)
+    # a value: the training is seeded (the same seed, the same model)
+    again = train_simulation_model(sim.X, sim.y, epochs=1, seed=0, show_progress=False)
+    with torch.no_grad():
+        torch.testing.assert_close(again(sim.X), model(sim.X), rtol=0, atol=0)
     # a perfect score map localises perfectly
     truth = sim.instances[:, 0][sim.group == 1]
     assert localisation(truth.astype(float), truth).summary()["auroc"] == pytest.approx(1.0)
@@ -212,6 +223,51 @@ def test_genomics_erasure_and_ablation_pieces_at_a_small_scale() -> None:
     with torch.no_grad():
         full = cnn(images)[torch.arange(3), torch.tensor([0, 1, 2])] - cnn(torch.zeros(1, 1, 8, 8))[0, [0, 1, 2]]
     np.testing.assert_allclose(drops[:, 1], full.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_the_lineups_share_one_list_of_methods() -> None:
+    from deltalift.experiments.lineup import METHODS, check_methods, digits_methods, lineup, toy_methods
+    from deltalift.experiments.toy import Minimum
+
+    digits = [name for name, _ in digits_methods(True, 0)]
+    assert digits[:4] == [
+        "DeepLIFT Rescale",
+        "DeepLIFT RevealCancel",
+        "DeepLIFT Rescale + softmax adj.",
+        "DeepLIFT RevealCancel + softmax adj.",
+    ]
+    assert "Integrated Gradients (5 steps)" in digits and "Integrated Gradients (50 steps)" not in digits
+    assert [name for name, _ in check_methods(True, 0)] == [
+        "DeepLIFT Rescale",
+        "Integrated Gradients (20 steps)",
+        "gradient",
+        "Guided Backprop",
+    ]
+    assert set(n.split(" (")[0] for n, _ in toy_methods(False, 0)) <= set(METHODS)
+    # the rule of each entry is the one its name says: min(3, 1) = 3 - relu(3 - 1), reference 0
+    # (Shrikumar et al. 2017, section 3.5.3): Rescale gives x_1 all of it, RevealCancel splits it
+    toy = dict(toy_methods(True, 0))
+    x = torch.tensor([[3.0, 1.0]], dtype=torch.float64)
+    model = Minimum().double().eval()
+    np.testing.assert_allclose(toy["DeepLIFT Rescale"](model, x, 0), [[0.0, 1.0]], atol=1e-12)
+    np.testing.assert_allclose(toy["DeepLIFT RevealCancel"](model, x, 0), [[0.5, 0.5]], atol=1e-12)
+    with pytest.raises(ValueError, match="no method"):
+        lineup(["DeepLIFT Rescale", "nonexistent"])
+
+
+def test_digits_erasure_changes_match_the_hand_case() -> None:
+    from deltalift.experiments.digits_erasure import _changes
+
+    model = torch.nn.Linear(4, 2).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 2.0, -1.0, 0.5], [0.0, -1.0, 1.0, 0.5]], dtype=torch.float64))
+        model.bias.copy_(torch.tensor([0.3, -0.2], dtype=torch.float64))
+    images = torch.tensor([[1.0, 2.0, 3.0, 4.0]], dtype=torch.float64)
+    scores = torch.stack([model.weight[c].detach() * images for c in range(2)])  # exact contributions (2, 1, 4)
+    # S_diff = [1, 6, -6, 0]: features 1 and 0 are erased; the log-odds fall from 1.5 to -5.5
+    changes = _changes(model, images, torch.tensor([0]), scores, [(0, 1)], 3)
+    np.testing.assert_allclose(changes.numpy(), [7.0])
+    np.testing.assert_allclose(_changes(model, images, torch.tensor([0]), scores, [(0, 1)], 1).numpy(), [6.0])
 
 
 # ---------------------------------------------------------------- end to end

@@ -9,56 +9,21 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 import torch
 from torch import nn
 
-from deltalift.evaluate import Explain, axiom_report, explainer, model_randomisation
+from deltalift.evaluate import axiom_report, model_randomisation
 from deltalift.experiments.digits import PaperCNN, train_digits_model_with_accuracy
-from deltalift.experiments.lineup import times_input
+from deltalift.experiments.lineup import check_methods
 from deltalift.experiments.options import mnist_folder
 from deltalift.experiments.plots import new_figure
 from deltalift.experiments.registry import Experiment, register
 from deltalift.experiments.report import ExperimentRun
-from deltalift.methods import (
-    LRP,
-    DeepLift,
-    GuidedBackprop,
-    InputXGradient,
-    IntegratedGradients,
-    NoiseTunnel,
-    Saliency,
-)
 
 Tensor = torch.Tensor
 
 __all__ = ["check_methods", "duplicate_hidden_units"]
-
-
-#: The methods of the quick runs (smoke tests).
-QUICK_METHODS = ("DeepLIFT Rescale", "Integrated Gradients (20 steps)", "gradient", "Guided Backprop")
-
-
-def check_methods(quick: bool, seed: int) -> list[tuple[str, Explain]]:
-    """The methods of the two reports (zero reference); the quick runs keep :data:`QUICK_METHODS`."""
-
-    def smoothgrad(model: nn.Module) -> NoiseTunnel:
-        return NoiseTunnel(Saliency(model))
-
-    lineup: list[tuple[str, Explain]] = [
-        ("DeepLIFT Rescale", explainer(DeepLift, baselines=0.0)),
-        ("DeepLIFT RevealCancel", explainer(partial(DeepLift, rule="reveal_cancel"), baselines=0.0)),
-        ("Integrated Gradients (20 steps)", explainer(IntegratedGradients, baselines=0.0, n_steps=20)),
-        ("gradient", explainer(Saliency, abs=False)),
-        ("gradient x input", explainer(InputXGradient)),
-        ("Guided Backprop", explainer(GuidedBackprop)),
-        ("Guided Backprop x input", times_input(explainer(GuidedBackprop))),
-        ("SmoothGrad", explainer(smoothgrad, abs=False, nt_samples=4 if quick else 16, stdevs=0.15, random_state=seed)),
-        ("LRP-epsilon", explainer(partial(LRP, composite="epsilon"))),
-    ]
-    return [(name, explain) for name, explain in lineup if not quick or name in QUICK_METHODS]
 
 
 def duplicate_hidden_units(model: PaperCNN) -> PaperCNN:
@@ -101,7 +66,8 @@ def run_sanity(experiment: ExperimentRun) -> None:
     model, images, predicted, acc = _examples(experiment, 64, 8)
     experiment.text(
         f"Digits model (test accuracy {acc:.1%}); {len(images)} test digits, target the predicted class. "
-        "Each layer's weights are re-initialised (PyTorch's default initialisation), from the output down; "
+        "Each layer's own parameters are re-drawn from a normal distribution with their standard deviation "
+        "(deltalift.evaluate.randomise_layer), from the output down; "
         "the numbers are Spearman rank correlations of |attributions| before and after (1: unchanged; a "
         "method that explains the model should fall towards 0)."
     )

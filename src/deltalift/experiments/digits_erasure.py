@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deltalift.evaluate import bootstrap_mean, erase_by_scores, log_odds
+from deltalift.evaluate import bootstrap_mean, log_odds_erasure
 from deltalift.evaluate.explainers import Explain, explain_checked
 from deltalift.experiments.digits import train_digits_model_with_accuracy
 from deltalift.experiments.lineup import digits_methods
@@ -44,9 +44,7 @@ def _changes(
     target = torch.tensor([t for _, t in pairs])
     original = labels[index]
     s_diff = scores[original, index] - scores[target, index]
-    erased, _ = erase_by_scores(images[index], s_diff, budget)
-    with torch.no_grad():
-        return log_odds(model(images[index]), original, target) - log_odds(model(erased), original, target)
+    return log_odds_erasure(model, images[index], original, target, budget=budget, s_diff=s_diff).change
 
 
 def run(experiment: ExperimentRun) -> None:

@@ -15,28 +15,16 @@ The reference is zero throughout.
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 import torch
 from torch import nn
 
-from deltalift.evaluate import Explain, explainer
+from deltalift.evaluate import Explain
 from deltalift.evaluate.explainers import explain_checked
-from deltalift.experiments.lineup import times_input
+from deltalift.experiments.lineup import toy_methods
 from deltalift.experiments.plots import new_figure
 from deltalift.experiments.registry import Experiment, register
 from deltalift.experiments.report import ExperimentRun
-from deltalift.methods import (
-    LRP,
-    Deconvolution,
-    DeepLift,
-    GuidedBackprop,
-    InputXGradient,
-    IntegratedGradients,
-    NoiseTunnel,
-    Saliency,
-)
 
 Tensor = torch.Tensor
 
@@ -80,31 +68,6 @@ class TwinTwo(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.relu(torch.relu(x[:, :1] - 1.0) - torch.relu(x[:, 1:2]))
-
-
-def toy_methods(quick: bool, seed: int) -> list[tuple[str, Explain]]:
-    """Every method, reference zero (the quick run: gradient, gradient x input, IG, DeepLIFT, Guided Backprop)."""
-
-    def smoothgrad(model: nn.Module) -> NoiseTunnel:
-        return NoiseTunnel(Saliency(model))
-
-    guided = explainer(GuidedBackprop)
-    lineup: list[tuple[str, Explain]] = [
-        ("gradient", explainer(Saliency, abs=False)),
-        ("gradient x input", explainer(InputXGradient)),
-        ("Integrated Gradients (50 steps)", explainer(IntegratedGradients, baselines=0.0, n_steps=50)),
-        ("DeepLIFT Rescale", explainer(DeepLift, baselines=0.0)),
-        ("DeepLIFT RevealCancel", explainer(partial(DeepLift, rule="reveal_cancel"), baselines=0.0)),
-        ("Guided Backprop", guided),
-    ]
-    if quick:  # the quick run (a smoke test) keeps the methods the paper's first sections discuss
-        return lineup
-    return lineup + [
-        ("Guided Backprop x input", times_input(guided)),
-        ("DeconvNet", explainer(Deconvolution)),
-        ("LRP-epsilon", explainer(partial(LRP, composite="epsilon"))),
-        ("SmoothGrad", explainer(smoothgrad, abs=False, nt_samples=64, stdevs=1.0, random_state=seed)),
-    ]
 
 
 def _attribute(explain: Explain, model: nn.Module, x: Tensor) -> np.ndarray:
