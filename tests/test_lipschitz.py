@@ -98,3 +98,68 @@ def test_stability_comparison_on_a_senn_with_constant_relevances() -> None:
         got = result.estimates[name]
         assert bool((got <= expected * (1 + 1e-6)).all()) and bool((got >= 0.98 * expected).all()), name
     assert [row[0] for row in result.rows()] == list(result.estimates)
+
+
+def test_the_denominator_is_the_change_of_the_concepts_when_an_encoder_is_given() -> None:
+    """SENN, eq. 5: e(x) = B h(x) with h(x) = A x has the constant sigma_max(B) in concept space
+    (||B (h - h')|| / ||h - h'||) and sigma_max(B A) in input space; the two differ by A's scale."""
+    a = torch.tensor([[3.0, 0.0], [0.0, 0.5]], dtype=torch.float64)
+    b = torch.tensor([[1.0, 2.0], [0.0, 1.0]], dtype=torch.float64)
+    x = torch.tensor([[0.3, -0.2], [1.0, 0.5]], dtype=torch.float64)
+    encoder = lambda p: p @ a.T  # noqa: E731
+    explain = _ignore_targets(lambda p: encoder(p) @ b.T)
+    concepts = local_lipschitz(explain, x, eps=0.5, n_samples=64, n_rounds=4, encoder=encoder)
+    inputs = local_lipschitz(explain, x, eps=0.5, n_samples=64, n_rounds=4)
+    in_concepts, in_inputs = float(torch.linalg.matrix_norm(b, 2)), float(torch.linalg.matrix_norm(b @ a, 2))
+    assert bool((concepts <= in_concepts * (1 + 1e-9)).all()) and bool((concepts >= 0.98 * in_concepts).all())
+    assert bool((inputs <= in_inputs * (1 + 1e-9)).all()) and bool((inputs >= 0.98 * in_inputs).all())
+    assert in_inputs > 1.3 * in_concepts  # the test tells the two denominators apart
+
+
+class _LinearConcepts(nn.Module):
+    def __init__(self, a: torch.Tensor) -> None:
+        super().__init__()
+        self.a, self.n_concepts = a, a.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.a.T
+
+
+class _RelevancesLinearInConcepts(nn.Module):
+    """theta(x)_{:,c} = M_c h(x) with h(x) = A x."""
+
+    def __init__(self, a: torch.Tensor, m: torch.Tensor) -> None:
+        super().__init__()
+        self.a, self.m = a, m  # m: (C, k, k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("cij,nj->nic", self.m, x @ self.a.T)
+
+
+def test_senn_row_divides_by_the_concepts_change_and_post_hoc_rows_by_the_inputs() -> None:
+    a = torch.tensor([[4.0, 0.0], [0.0, 0.5]], dtype=torch.float64)
+    m = torch.tensor([[[1.0, 0.5], [0.0, 2.0]], [[0.5, 0.0], [1.0, 1.0]]], dtype=torch.float64)
+    model = SENN(_LinearConcepts(a), _RelevancesLinearInConcepts(a, m))
+    x = torch.tensor([[0.5, 0.2], [-0.4, 1.0], [0.3, -0.6]], dtype=torch.float64)
+    predicted = model(x).argmax(1)
+    kwargs = {"eps": 0.3, "n_samples": 48, "n_rounds": 4, "methods": ("SENN",)}
+    in_concepts = stability_comparison(model, x, **kwargs).estimates["SENN"]  # type: ignore[arg-type]
+    in_inputs = stability_comparison(model, x, senn_space="input", **kwargs).estimates["SENN"]  # type: ignore[arg-type]
+    expected_concepts = torch.linalg.matrix_norm(m, 2)[predicted]
+    expected_inputs = torch.linalg.matrix_norm(m @ a, 2)[predicted]
+    assert bool((in_concepts <= expected_concepts * (1 + 1e-9)).all())
+    assert bool((in_concepts >= 0.97 * expected_concepts).all())
+    assert bool((in_inputs <= expected_inputs * (1 + 1e-9)).all()) and bool((in_inputs >= 0.97 * expected_inputs).all())
+    with pytest.raises(ValueError, match="senn_space"):
+        stability_comparison(model, x, senn_space="pixels", **kwargs)  # type: ignore[arg-type]
+
+
+def test_stability_comparison_restores_the_models_mode() -> None:
+    model = SENN(IdentityConceptizer((2,)), nn.Sequential(nn.Linear(2, 4), nn.Dropout(0.5), nn.Unflatten(1, (2, 2))))
+    model = model.double().train()
+    model.parametrizer[1].eval()  # a submodule's own mode is kept too
+    stability_comparison(
+        model, torch.rand(2, 2, dtype=torch.float64), eps=0.1, n_samples=2, n_rounds=0, methods=("SENN",)
+    )
+    assert model.training and model.conceptizer.training and model.parametrizer[0].training
+    assert not model.parametrizer[1].training

@@ -3,10 +3,11 @@ NeurIPS 2018) on scikit-learn's 8x8 digits: accuracy, concept prototypes, explan
 stability of SENN's explanations against post-hoc ones on the same trained models (section 5).
 
 Two SENNs are trained with the robustness loss (weight 0.1): concepts from an autoencoder
-(``k = 5``) and the 64 pixels as concepts.  For each, the local Lipschitz estimate
-``max_{x' in B_eps(x)} ||e(x) - e(x')|| / ||x - x'||`` (L2 ball, ``eps = 0.5`` on pixels in
-``[0, 1]``) of SENN's relevances and of DeepLIFT, Integrated Gradients, SmoothGrad, gradient x
-input and occlusion maps of the predicted class is estimated on test digits.  The full run also
+(``k = 5``) and the 64 pixels as concepts.  For each, the local Lipschitz estimate (SENN, eq. 5)
+``max_{x' in B_eps(x)} ||e(x) - e(x')|| / ||h(x) - h(x')||`` (L2 ball, ``eps = 0.5`` on pixels in
+``[0, 1]``) of SENN's relevances (``h`` the conceptizer) and of DeepLIFT, Integrated Gradients,
+SmoothGrad, gradient x input and occlusion maps of the predicted class (``h`` the identity:
+``||x - x'||``) is estimated on test digits.  The full run also
 trains the autoencoder SENN with the weights 0, 0.01, 0.1 and 1, for the paper's trade-off
 between accuracy and stability.
 """
@@ -32,7 +33,7 @@ from deltalift.senn import (
     stability_comparison,
     train_senn,
 )
-from deltalift.senn.comparison import explanation_functions
+from deltalift.senn.comparison import StabilityResult, explanation_functions
 
 Tensor = torch.Tensor
 
@@ -41,6 +42,8 @@ __all__ = ["run", "stability_figure"]
 EPS = 0.5
 #: the explanations compared (all of :data:`deltalift.senn.METHODS`)
 STABILITY_METHODS = METHODS
+#: the row of SENN's relevances with the input-space denominator ||x - x'||
+SENN_INPUT = "SENN (input space)"
 #: the robustness loss's weight for the two compared SENNs
 ROBUSTNESS = 0.1
 #: (epochs, stability examples, points per round, local rounds) for the quick and the full run
@@ -115,8 +118,13 @@ def run(experiment: ExperimentRun) -> None:
             seed=seed,
             show_progress=experiment.show_progress,
         )
-        estimates[conceptizer] = result.estimates
-        for method, mean, median, largest in result.rows():
+        estimates[conceptizer] = dict(result.estimates)
+        if "SENN" in STABILITY_METHODS:  # SENN's relevances per unit of input change, for comparison
+            in_input = stability_comparison(
+                model, stability_inputs, EPS, n_samples, n_rounds, ("SENN",), seed=seed, senn_space="input"
+            )
+            estimates[conceptizer][SENN_INPUT] = in_input.estimates["SENN"]
+        for method, mean, median, largest in StabilityResult(estimates[conceptizer], EPS).rows():
             experiment.record(f"{conceptizer}/stability/{method}/mean", mean)
             experiment.record(f"{conceptizer}/stability/{method}/median", median)
             experiment.record(f"{conceptizer}/stability/{method}/max", largest)
@@ -129,12 +137,14 @@ def run(experiment: ExperimentRun) -> None:
             *[float(estimates[c][method].mean()) for c in estimates],
             *[float(estimates[c][method].median()) for c in estimates],
         ]
-        for method in STABILITY_METHODS
+        for method in estimates[next(iter(estimates))]
     ]
     experiment.table(
         ["explanation", *[f"mean ({c})" for c in estimates], *[f"median ({c})" for c in estimates]],
         table,
-        caption=f"Local Lipschitz estimates (L2 ball, eps = {EPS}) of each explanation of the same trained SENNs",
+        caption=f"Local Lipschitz estimates (L2 ball, eps = {EPS}) of each explanation of the same trained SENNs; "
+        f"SENN's row divides by the change of the concepts ||h(x) - h(x')|| (eq. 5), '{SENN_INPUT}' and the "
+        "post-hoc rows by the change of the input ||x - x'||",
     )
     experiment.figure("concepts-senn-stability", stability_figure(estimates), caption="Stability of explanations")
     if not quick:
@@ -147,13 +157,22 @@ def run(experiment: ExperimentRun) -> None:
             senn_explain = explanation_functions(model)["SENN"]
             with torch.no_grad():
                 targets = model(stability_inputs).argmax(1)
-            lipschitz = local_lipschitz(senn_explain, stability_inputs, EPS, n_samples, n_rounds, targets, seed=seed)
+            lipschitz = local_lipschitz(
+                senn_explain, stability_inputs, EPS, n_samples, n_rounds, targets, seed=seed, encoder=model.conceptizer
+            )
+            in_space = local_lipschitz(senn_explain, stability_inputs, EPS, n_samples, n_rounds, targets, seed=seed)
             accuracy = senn_accuracy(model, data.test_images, data.test_labels)
-            trade_off.append([weight, accuracy, float(lipschitz.mean())])
+            trade_off.append([weight, accuracy, float(lipschitz.mean()), float(in_space.mean())])
             experiment.record(f"trade_off/{weight}/test_accuracy", accuracy)
             experiment.record(f"trade_off/{weight}/senn_lipschitz_mean", float(lipschitz.mean()))
+            experiment.record(f"trade_off/{weight}/senn_lipschitz_input_space_mean", float(in_space.mean()))
         experiment.table(
-            ["robustness weight", "test accuracy", "SENN mean Lipschitz estimate"],
+            [
+                "robustness weight",
+                "test accuracy",
+                "SENN mean Lipschitz estimate (concepts, eq. 5)",
+                "SENN mean Lipschitz estimate (input space)",
+            ],
             trade_off,
             caption="Accuracy and stability of SENN's relevances against the robustness weight (autoencoder SENN, k = 5)",
         )

@@ -8,7 +8,11 @@
   input range, a fixed ``random_state``), ``InputXGradient`` and ``Occlusion`` (2x2 patches,
   zero baseline): attribution maps of the same logit of the same SENN.
 
-The class is the one predicted at the centre of the ball, held fixed inside it.
+The class is the one predicted at the centre of the ball, held fixed inside it.  The ratio's
+denominator follows eq. 5 of the paper: ``||h(x) - h(x')||_2`` with SENN's conceptizer ``h`` for
+SENN's relevances (``senn_space="concepts"``, the default; ``"input"`` for ``||x - x'||_2``),
+and ``||x - x'||_2`` (``h`` the identity) for the post-hoc maps, which explain the input.  For a
+SENN whose concepts are the pixels the two coincide.
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ class StabilityResult:
 
     estimates: dict[str, Tensor]
     eps: float
+    #: the denominator of SENN's row: ``"concepts"`` (``||h(x) - h(x')||``) or ``"input"``
+    senn_space: str = "concepts"
 
     def rows(self) -> list[tuple[str, float, float, float]]:
         """``(method, mean, median, max)`` per method, in :data:`METHODS` order."""
@@ -77,20 +83,40 @@ def stability_comparison(
     methods: tuple[str, ...] = METHODS,
     seed: int = 0,
     show_progress: bool = False,
+    senn_space: str = "concepts",
 ) -> StabilityResult:
     """The local Lipschitz estimate of each method's explanation at each of ``inputs``, for the
-    class the model predicts there."""
+    class the model predicts there.  SENN's row divides by the change of the concepts
+    ``||h(x) - h(x')||_2`` (``senn_space="concepts"``, eq. 5) or of the input (``"input"``); the
+    post-hoc rows by the change of the input.  The model is evaluated in eval mode and its
+    train/eval mode is restored afterwards."""
+    if senn_space not in ("concepts", "input"):
+        raise ValueError(f"senn_space must be 'concepts' or 'input', got {senn_space!r}")
     functions = explanation_functions(model)
     unknown = [m for m in methods if m not in functions]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose among {list(functions)}")
+    modes = {module: module.training for module in model.modules()}
     model.eval()
-    with torch.no_grad():
-        targets = model(inputs).argmax(1)
-    estimates = {
-        name: local_lipschitz(
-            functions[name], inputs, eps, n_samples, n_rounds, targets, seed=seed, show_progress=show_progress
-        )
-        for name in methods
-    }
-    return StabilityResult(estimates, eps)
+    try:
+        with torch.no_grad():
+            targets = model(inputs).argmax(1)
+        encoder = model.conceptizer if senn_space == "concepts" else None
+        estimates = {
+            name: local_lipschitz(
+                functions[name],
+                inputs,
+                eps,
+                n_samples,
+                n_rounds,
+                targets,
+                seed=seed,
+                show_progress=show_progress,
+                encoder=encoder if name == "SENN" else None,
+            )
+            for name in methods
+        }
+    finally:
+        for module, training in modes.items():
+            module.train(training)
+    return StabilityResult(estimates, eps, senn_space)
