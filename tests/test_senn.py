@@ -223,3 +223,39 @@ def test_functional_models_and_reused_modules() -> None:
         change = model(x)[:, 1] - model(torch.zeros_like(x))[:, 1]
     torch.testing.assert_close(attributions.flatten(1).sum(1), change, rtol=1e-9, atol=1e-9)
     assert float(delta.abs().max()) < 1e-9
+
+
+def test_train_senn_runs_the_demos_training_loop_with_senns_loss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """train_senn is deltalift.demo.train_classifier with loss_fn = SENN's objective: the same
+    Adam steps on the same shuffles as that loop given the loss by hand, and its history holds
+    the epoch means of the loss terms."""
+    import deltalift.demo as demo
+    import deltalift.senn.train as senn_train
+    from deltalift.senn import senn_loss
+
+    torch.manual_seed(0)
+    images, labels = torch.rand(40, 1, 8, 8), torch.randint(0, 10, (40,))
+    calls: list[object] = []
+
+    def spy(*args: object, **kwargs: object) -> float:
+        calls.append(kwargs.get("loss_fn"))
+        return demo.train_classifier(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(senn_train, "train_classifier", spy)
+    model = build_digits_senn(3, "autoencoder", seed=1)
+    history = senn_train.train_senn(model, images, labels, epochs=2, seed=3, batch_size=16, show_progress=False)
+    assert len(calls) == 1 and calls[0] is not None and not model.training
+    assert len(history.total) == 2 and history.total[1] < history.total[0] + 1.0
+    totals: list[float] = []
+
+    def by_hand(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = senn_loss(m, x, y, 0.1, 1.0, 1e-4)  # type: ignore[arg-type]
+        totals.append(loss.total.item())
+        return loss.total
+
+    reference = build_digits_senn(3, "autoencoder", seed=1)
+    demo.train_classifier(reference, images, labels, 2, 3, 16, 3e-3, False, loss_fn=by_hand)
+    for a, b in zip(model.state_dict().values(), reference.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert history.total == pytest.approx([sum(totals[:3]) / 3, sum(totals[3:]) / 3])
+    assert senn_accuracy(model, images, labels) == demo.accuracy(model, images, labels)

@@ -21,6 +21,7 @@ Activation Differences. ICML.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,8 +98,11 @@ def train_classifier(
     batch_size: int = 32,
     learning_rate: float = 3e-3,
     show_progress: bool = True,
+    loss_fn: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None,
 ) -> float:
-    """Train ``model`` with Adam and cross-entropy, shuffling with ``seed``; return the last epoch's mean loss."""
+    """Train ``model`` with Adam and cross-entropy, shuffling with ``seed``; return the last epoch's mean loss.
+
+    ``loss_fn(model, images, labels)``, if given, replaces the cross-entropy of ``model(images)``."""
     optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
     generator = torch.Generator().manual_seed(seed)
     batches_per_epoch = -(-len(images) // batch_size)
@@ -112,7 +116,10 @@ def train_classifier(
             order = torch.randperm(len(images), generator=generator)
             losses = []
         index = order[start : start + batch_size]
-        loss = nn.functional.cross_entropy(model(images[index]), labels[index])
+        if loss_fn is None:
+            loss = nn.functional.cross_entropy(model(images[index]), labels[index])
+        else:
+            loss = loss_fn(model, images[index], labels[index])
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

@@ -1,7 +1,7 @@
 """Training a SENN on scikit-learn's bundled 8x8 digits (no download).
 
 :func:`train_senn` minimises SENN's objective (:func:`deltalift.senn.losses.senn_loss`) with
-Adam; :func:`build_digits_senn` makes the digits model (an autoencoder conceptizer with ``k``
+Adam (the loop of :func:`deltalift.demo.train_classifier`); :func:`build_digits_senn` makes the digits model (an autoencoder conceptizer with ``k``
 concepts, or the pixels themselves as concepts, and a two-layer relevance parametrizer).
 """
 
@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
-from deltalift.runtime import progress
+from deltalift.demo import accuracy, train_classifier
 from deltalift.senn.losses import senn_loss
 from deltalift.senn.model import SENN, AutoencoderConceptizer, IdentityConceptizer, MLPParametrizer
 
@@ -68,39 +69,20 @@ def train_senn(
         raise ValueError(f"epochs and batch_size must be at least 1, got {epochs} and {batch_size}")
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
-    optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    generator = torch.Generator().manual_seed(seed)
-    history = SENNTraining([], [], [], [])
-    steps = [(epoch, start) for epoch in range(epochs) for start in range(0, len(images), batch_size)]
-    model.train()
-    sums = np.zeros(4)
-    batches = 0
-    order = torch.arange(len(images))
-    bar = progress(steps, show_progress, desc="training SENN", unit="batch", leave=False)
-    for epoch, start in bar:
-        if start == 0:
-            order = torch.randperm(len(images), generator=generator)
-        index = order[start : start + batch_size]
-        loss = senn_loss(model, images[index], labels[index], robustness_weight, reconstruction_weight, sparsity_weight)
-        optimiser.zero_grad()
-        loss.total.backward()
-        optimiser.step()
-        sums += [t.item() for t in (loss.total, loss.classification, loss.robustness, loss.reconstruction)]
-        batches += 1
-        if start + batch_size >= len(images):
-            means = sums / batches
-            for series, value in zip(
-                (history.total, history.classification, history.robustness, history.reconstruction), means
-            ):
-                series.append(float(value))
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(epoch=epoch + 1, loss=f"{means[0]:.3f}")
-            sums, batches = np.zeros(4), 0
-    model.eval()
-    return history
+    terms: list[list[float]] = []
+
+    def loss_fn(module: nn.Module, batch: Tensor, batch_labels: Tensor) -> Tensor:
+        loss = senn_loss(model, batch, batch_labels, robustness_weight, reconstruction_weight, sparsity_weight)
+        terms.append([t.item() for t in (loss.total, loss.classification, loss.robustness, loss.reconstruction)])
+        return loss.total
+
+    train_classifier(
+        model, images, labels, epochs, seed, batch_size, learning_rate, show_progress, loss_fn=loss_fn
+    )  # Adam, a reshuffle per epoch with ``seed``; leaves the model in eval mode
+    means = np.asarray(terms).reshape(epochs, -(-len(images) // batch_size), 4).mean(1)
+    return SENNTraining(*(means[:, i].tolist() for i in range(4)))
 
 
 def senn_accuracy(model: SENN, images: Tensor, labels: Tensor) -> float:
-    """The fraction of ``images`` whose arg-max logit is the label."""
-    with torch.no_grad():
-        return float((model(images).argmax(1) == labels).float().mean())
+    """The fraction of ``images`` whose arg-max logit is the label (:func:`deltalift.demo.accuracy`)."""
+    return accuracy(model, images, labels)
