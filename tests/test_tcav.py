@@ -405,3 +405,21 @@ def test_hooks_see_one_call_of_a_reused_module_the_graph_sees_each() -> None:
     torch.testing.assert_close(
         tcav.concept_activations(concepts[0], "addmm_1"), model.inner(F.relu(model.inner(examples))).detach()
     )
+
+
+def test_gradients_run_where_the_models_buffers_are() -> None:
+    """A model with buffers only (no parameters) on another device (``meta``, available without
+    a GPU): TCAV finds the device from the buffers and moves the inputs there."""
+
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("w", torch.ones(3, 2))
+            self.act = nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.act(x) @ self.w
+
+    model = Scaled().to("meta")
+    gradient = TCAV(model, model.act, classifier="fastcav").layer_gradients(torch.randn(4, 3), "act", target=1)
+    assert gradient.device.type == "meta" and gradient.shape == (4, 3)

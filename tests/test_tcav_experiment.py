@@ -53,3 +53,19 @@ def test_a_small_run_writes_its_table_figure_and_numbers(tmp_path: Path, monkeyp
                 assert all(0.0 <= v["mean"] <= 1.0 and 0.0 <= v["p_corrected"] <= 1.0 for v in row.values())
     assert 0.0 <= results["fastcav_agreement"] <= 1.0
     assert report.count("| 0 | relu1 |") == 4 and "random mean" in report
+
+
+def test_the_vertical_stroke_is_significant_for_ones_at_the_quick_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trained digits CNN, seed 0, quick settings (4 random sets of 30 digits): a drawn
+    vertical stroke raises the logit of class 1 for nearly every test 1 (score near 1, above the
+    random CAVs' mean) and is significant after Bonferroni's correction with SGD CAVs at both
+    layers; measured p = 0.005 and 0.006 at seed 0."""
+    monkeypatch.setattr(experiment, "TARGETS", (0, 1))  # class 1 sees the concepts it sees in the full list
+    run_experiment("tcav", tmp_path, quick=True, seed=0, show_progress=False)
+    results = json.loads((tmp_path / "results.json").read_text())
+    for layer in experiment.LAYERS:
+        row = results["sgd"]["class_1"][layer]
+        assert row["vertical_stroke"]["significant"] and row["vertical_stroke"]["mean"] > 0.9, layer
+        assert not row["ring"]["significant"] or row["ring"]["mean"] < 0.5, layer  # a loop is no 1

@@ -35,6 +35,7 @@ from deltalift.capture import as_module
 from deltalift.concepts.cache import CAVCache, model_digest
 from deltalift.concepts.classifiers import CAVClassifier, CAVFit, ClassifierSpec, make_classifier
 from deltalift.concepts.concept import Concept, concepts_key
+from deltalift.genomics.attribute import _model_device
 from deltalift.inputs import TargetType, as_tuple, check_inputs
 from deltalift.layers import LayerType
 from deltalift.methods.layer_attribution import layer_activation, layer_gradient
@@ -65,9 +66,9 @@ class CAV:
 
 
 def _device(module: nn.Module) -> torch.device:
-    """Where the module's parameters are (the CPU for a module without any)."""
-    first = next(iter(module.parameters()), None)
-    return first.device if first is not None else torch.device("cpu")
+    """Where the module's parameters or buffers are (the CPU for a module without any); the
+    helper of :mod:`deltalift.genomics.attribute`."""
+    return _model_device(module) or torch.device("cpu")
 
 
 def layer_name(model: nn.Module, layer: LayerType) -> str:
@@ -253,6 +254,8 @@ class TCAV:
     ) -> Tensor:
         """``grad h_{l,k}(f_l(x))``: the target's gradient at the layer, flattened to ``(N, F)``."""
         tensors, _ = check_inputs(inputs, allow_integer=True)  # row-major strides (deltalift.inputs.row_major)
+        device = _device(self._module)
+        tensors = tuple(t.to(device) for t in tensors)
         extra = as_tuple(additional_forward_args)
         _, gradient = layer_gradient(
             self._module, tensors, extra, self._layer(layer), self.attribute_to_layer_input, target
