@@ -21,6 +21,7 @@ in float64, to 1e-10 relative to the contributions' scale.
 
 from __future__ import annotations
 
+import os
 import zlib
 from typing import Any
 
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 
 import test_architectures as arch
-from deltalift import fast_path
+from deltalift import DeepLift, fast_path
 from deltalift.engine import DeepLiftOptions, deeplift
 from deltalift.plan import RULE_CHOICES
 
@@ -248,15 +249,29 @@ def test_backend_choice_and_checks(monkeypatch: pytest.MonkeyPatch) -> None:
         fast_path.set_default_backend("gpu")
 
 
-def test_cache_directory_follows_the_conventions(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+def test_inductors_cache_goes_to_deltalifts_cache_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.setenv("DELTALIFT_CACHE_DIR", str(tmp_path / "explicit"))
-    assert fast_path.cache_directory() == tmp_path / "explicit"
-    monkeypatch.delenv("DELTALIFT_CACHE_DIR")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert fast_path.cache_directory() == tmp_path / "xdg" / "deltalift"
-    monkeypatch.delenv("XDG_CACHE_HOME")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert fast_path.cache_directory() == tmp_path / "home" / ".cache" / "deltalift"
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    fast_path._point_inductor_cache()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "explicit" / "inductor")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    fast_path._point_inductor_cache()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
+
+
+def test_the_backend_is_a_constructor_option() -> None:
+    torch.manual_seed(5)
+    model = _ReluNet().double().eval()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        DeepLift(model, backend="fastest")
+    before = dict(fast_path.counts)
+    traced = [DeepLift(model, backend="traced").attribute(x, 0.0, target=1) for _ in range(2)]
+    assert fast_path.counts["recorded"] - before["recorded"] == 1
+    assert fast_path.counts["replayed"] - before["replayed"] == 1
+    exact = DeepLift(model, backend="interpreter").attribute(x, 0.0, target=1)
+    for got in traced:
+        torch.testing.assert_close(got, exact, rtol=0, atol=1e-14)
 
 
 def test_a_large_tensor_from_outside_the_recording_is_refused() -> None:

@@ -30,7 +30,7 @@ architecture matrix in float64 to 1e-10.
 The choice, :data:`BACKENDS`: ``"interpreter"`` (the reference implementation), ``"traced"``,
 ``"compiled"``, or ``"auto"``: :func:`default_backend` per device, overridable with the
 environment variable ``DELTALIFT_BACKEND`` or :func:`set_default_backend`.  Inductor's on-disk
-cache is pointed to ``<deltalift cache>/inductor`` (:func:`cache_directory`) unless
+cache is pointed to ``<deltalift cache>/inductor`` (:func:`deltalift.capture_cache.cache_dir`) unless
 ``TORCHINDUCTOR_CACHE_DIR`` is set, so a compiled program's kernels survive the process.
 """
 
@@ -41,12 +41,13 @@ import os
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakTensorKeyDictionary
+
+from deltalift import capture_cache
 
 Tensor = torch.Tensor
 aten = torch.ops.aten
@@ -105,19 +106,9 @@ def default_backend(device: torch.device) -> str:
     return "interpreter" if device.type == "cpu" else "traced"
 
 
-def cache_directory() -> Path:
-    """deltalift's cache directory: ``$DELTALIFT_CACHE_DIR``, else ``$XDG_CACHE_HOME/deltalift``,
-    else ``~/.cache/deltalift`` (the XDG base directory convention)."""
-    explicit = os.environ.get("DELTALIFT_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "deltalift"
-
-
 def _point_inductor_cache() -> None:
     if not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_directory() / "inductor")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(capture_cache.cache_dir() / "inductor")
 
 
 class RecordingRefused(Exception):

@@ -63,6 +63,12 @@ class DeepLift(AttributionMethod):
         softmax outputs, applied to the logits): ``C'(dx, dc_i) = C(dx, dc_i) - 1/n sum_j
         C(dx, dc_j)``.  It equals explaining logits whose final weights and biases are
         mean-normalised across the ``n`` classes.
+    backend:
+        How the walk runs (:mod:`deltalift.fast_path`): ``"interpreter"`` (op by op), ``"traced"``
+        (the whole call recorded once as one ATen program and replayed, with guards on the data's
+        decisions), ``"compiled"`` (that program through ``torch.compile``), or ``"auto"``
+        (default: the fastest measured for the device; ``DELTALIFT_BACKEND`` overrides it).  All
+        give the interpreter's values.
     """
 
     returns_convergence_delta = True
@@ -80,6 +86,7 @@ class DeepLift(AttributionMethod):
         rule: str = "rescale",
         rule_overrides: dict[str, str] | None = None,
         softmax_adjustment: bool = False,
+        backend: str = "auto",
     ) -> None:
         super().__init__(model, multiply_by_inputs)
         self.eps = eps
@@ -90,6 +97,7 @@ class DeepLift(AttributionMethod):
         self.rule = rule
         self.rule_overrides = dict(rule_overrides or {})
         self.softmax_adjustment = softmax_adjustment
+        self.backend = backend
         self.options  # noqa: B018 (validates the options now rather than at the first call)
 
     @property
@@ -104,6 +112,7 @@ class DeepLift(AttributionMethod):
             softmax_adjustment=self.softmax_adjustment,
             strict=self.strict,
             tolerance=self.tolerance,
+            backend=self.backend,
         )
 
     def attribute(
