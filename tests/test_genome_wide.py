@@ -10,6 +10,7 @@ from torch import nn
 from deltalift.cli import main
 from deltalift.genomics import deep_lift_shap, load_modisco_inputs
 from deltalift.runner import SettingsMismatchError
+from deltalift.runtime import torch_threads
 
 pytest.importorskip("pyfaidx")
 pyBigWig = pytest.importorskip("pyBigWig")
@@ -48,6 +49,15 @@ def make_inputs(root):
     )
     torch.save(tiny_model(), root / "model.pt")
     return root, genome
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Bitwise equality across batch compositions and workers holds at one thread count: with
+    several, the CPU's matrix kernels split a batch's rows by thread, and the rounding of a row
+    can depend on its batch-mates. Ray's actors here run one thread each (one CPU per actor)."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
