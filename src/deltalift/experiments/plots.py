@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from deltalift.plot.heatmap import new_figure as plot_figure
+
 if TYPE_CHECKING:
     import matplotlib.figure
 
@@ -16,14 +18,10 @@ __all__ = ["box_plot", "new_figure"]
 def new_figure(
     width: float, height: float, ncols: int = 1, nrows: int = 1
 ) -> tuple[matplotlib.figure.Figure, np.ndarray]:
-    """A figure and its axes (always a 2-d array), drawn off-screen."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False)
-    return figure, axes
+    """A figure (drawn off-screen by Agg, without pyplot's global state) and its axes, always a
+    2-d array."""
+    figure = plot_figure(width, height, layout=None)
+    return figure, figure.subplots(nrows, ncols, squeeze=False)
 
 
 def box_plot(values: Sequence[np.ndarray], labels: Sequence[str], title: str, xlabel: str) -> matplotlib.figure.Figure:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from deltalift.demo import load_digits_data, pick_examples
+from deltalift.experiments.plots import new_figure
 from deltalift.experiments.registry import Experiment, register
 from deltalift.experiments.report import ExperimentRun
 from deltalift.senn import (
@@ -52,9 +53,7 @@ SETTINGS = {True: (2, 8, 6, 1), False: (20, 40, 16, 2)}
 
 def stability_figure(estimates: dict[str, dict[str, Tensor]]) -> Any:
     """Box plots of the local Lipschitz estimates per method (log scale), one panel per model."""
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(estimates), figsize=(5.0 * len(estimates), 3.6), squeeze=False)
+    figure, axes = new_figure(5.0 * len(estimates), 3.6, ncols=len(estimates))
     for ax, (model_name, per_method) in zip(axes[0], estimates.items()):
         names = list(per_method)
         ax.boxplot([per_method[n].clamp_min(1e-6).numpy() for n in names])

@@ -30,6 +30,7 @@ import torch
 
 from deltalift.concepts import TCAV, Concept, ConceptSignificance, tcav_significance
 from deltalift.experiments.digits import train_digits_model_with_accuracy
+from deltalift.experiments.plots import new_figure
 from deltalift.experiments.registry import Experiment, register
 from deltalift.experiments.report import ExperimentRun
 
@@ -92,9 +93,7 @@ def _draw(pool: np.ndarray, size: int, rng: np.random.Generator) -> Tensor:
 def significance_figure(results: dict[int, list[ConceptSignificance]], layers: tuple[str, ...]) -> Any:
     """Mean TCAV score (+- std over the random sets) per concept, layer and target class; the
     dashed line is the random CAVs' mean; a star marks a significant concept, pale bars are not."""
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.4), squeeze=False)
+    figure, axes = new_figure(4.2 * len(results), 3.4, ncols=len(results))
     for ax, (target, tests) in zip(axes[0], results.items()):
         names = list(dict.fromkeys(r.concept for r in tests))
         width = 0.8 / len(layers)

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from deltalift.plot.heatmap import new_figure
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -31,12 +33,7 @@ MISSING_LOGOMAKER = (
 
 
 def _new_axes(width: float, height: float) -> Axes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure.add_subplot()
+    return new_figure(width, height).add_subplot()
 
 
 def plot_logo(

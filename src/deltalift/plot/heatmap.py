@@ -32,14 +32,15 @@ MISSING_MATPLOTLIB = (
 )
 
 
-def _new_figure(width: float, height: float) -> Figure:
-    """A matplotlib figure drawn by the Agg backend, without pyplot."""
+def new_figure(width: float, height: float, layout: str | None = "constrained") -> Figure:
+    """A matplotlib figure drawn by the Agg backend, without pyplot (``layout``: its layout
+    engine, ``None`` for a figure laid out by ``tight_layout``)."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise ImportError(MISSING_MATPLOTLIB) from exc
-    figure = Figure(figsize=(width, height), layout="constrained")
+    figure = Figure(figsize=(width, height), layout=layout)
     FigureCanvasAgg(figure)
     return figure
 
@@ -192,7 +193,7 @@ def plot_image_attributions(
     if titles is not None and len(titles) != n_rows:
         raise ValueError(f"got {len(titles)} titles for {n_rows} images")
     cell_titles = _cell_titles(attribution_titles, n_rows, n_maps)
-    figure = _new_figure(panel_size * (n_maps + 1) + 0.6, (panel_size + 0.2) * n_rows + (0.4 if title else 0.0))
+    figure = new_figure(panel_size * (n_maps + 1) + 0.6, (panel_size + 0.2) * n_rows + (0.4 if title else 0.0))
     if title:
         figure.suptitle(title, fontsize=10)
     axes = figure.subplots(n_rows, n_maps + 1, squeeze=False)

@@ -10,23 +10,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from deltalift.plot.heatmap import MISSING_MATPLOTLIB, save_figure, symmetric_limit
+from deltalift.plot.heatmap import new_figure, save_figure, symmetric_limit
 from deltalift.senn.model import SENN, IdentityConceptizer
 
 Tensor = torch.Tensor
 
 __all__ = ["explanations_figure", "prototypes_figure"]
-
-
-def _figure(width: float, height: float) -> Any:
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise ImportError(MISSING_MATPLOTLIB) from exc
-    figure = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
 
 
 def _image(x: Tensor) -> np.ndarray:
@@ -38,7 +27,7 @@ def prototypes_figure(images: Tensor, prototypes: Tensor, path: str | Path | Non
     """A grid: one row per concept, its prototype inputs (``prototypes``: indices
     ``(n_concepts, k)`` into ``images``, from :func:`deltalift.senn.prototypes.concept_prototypes`)."""
     n_concepts, k = prototypes.shape
-    figure = _figure(1.1 * k + 0.6, 1.1 * n_concepts + 0.4)
+    figure = new_figure(1.1 * k + 0.6, 1.1 * n_concepts + 0.4)
     axes = figure.subplots(n_concepts, k, squeeze=False)
     for i in range(n_concepts):
         for j in range(k):
@@ -64,7 +53,7 @@ def explanations_figure(model: SENN, images: Tensor, labels: Tensor, path: str |
     relevances = explanation.for_class(predicted)
     pixels = isinstance(model.conceptizer, IdentityConceptizer)
     n = images.shape[0]
-    figure = _figure(6.0, 1.8 * n + 0.4)
+    figure = new_figure(6.0, 1.8 * n + 0.4)
     axes = figure.subplots(n, 2, squeeze=False, width_ratios=[1, 2.2])
     limit = symmetric_limit([relevances.numpy()])
     for i in range(n):
