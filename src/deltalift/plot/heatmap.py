@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import numpy as np
 
@@ -32,7 +32,7 @@ MISSING_MATPLOTLIB = (
 )
 
 
-def new_figure(width: float, height: float, layout: str | None = "constrained") -> Figure:
+def new_figure(width: float, height: float, layout: Literal["constrained"] | None = "constrained") -> Figure:
     """A matplotlib figure drawn by the Agg backend, without pyplot (``layout``: its layout
     engine, ``None`` for a figure laid out by ``tight_layout``)."""
     try:
