@@ -12,17 +12,12 @@ pytest.importorskip("pyBigWig")
 
 from deltalift.runner import RayOptions  # noqa: E402
 from deltalift.runner.genomics import RegionAttributionJob, attribute_regions  # noqa: E402
-from deltalift.runtime import torch_threads  # noqa: E402
-from test_genome_wide import WIDTH, K, make_inputs  # noqa: E402
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Bitwise equality across batch compositions and workers holds at one thread count: with
-    several, the CPU's matrix kernels split a batch's rows by thread, and the rounding of a row
-    can depend on its batch-mates. Ray's actors here run one thread each (one CPU per actor)."""
-    with torch_threads(1):
-        yield
+from test_genome_wide import (  # noqa: E402
+    WIDTH,
+    K,
+    make_inputs,
+    one_torch_thread,  # noqa: E402, F401 (an autouse fixture: one torch thread)
+)
 
 
 @pytest.fixture(scope="module")
