@@ -101,7 +101,8 @@ class _SklearnLinear:
         self.test_split_ratio = test_split_ratio
 
     def _estimator(self, seed: int) -> Any:
-        raise NotImplementedError
+        """The scikit-learn linear estimator a subclass fits (each named classifier defines it)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define its estimator")
 
     def settings(self) -> dict[str, Any]:
         return {"classifier": self.name, "test_split_ratio": self.test_split_ratio}
