@@ -612,6 +612,33 @@ def test_max_pool_routes_the_change_to_the_larger_maximum(dilation, conv):
     assert_close(contributions, expected_c)
 
 
+def test_max_pool_takes_the_gradient_where_input_and_reference_coincide():
+    """The pool on the input itself, where the reference equals the input at chosen positions
+    (``|a_j - a0_j| = 0``): there the multiplier is the ordinary gradient (``g`` routed to the
+    input's arg-max), elsewhere the routed change over the difference; :func:`rederive_max_pool`
+    by a loop over the windows.  The equal positions include arg-maxima of the input and of the
+    reference, so both the windows routed to a near position and the near positions that are
+    the input's arg-max are exercised."""
+    model = seeded(ConvPool(1, conv=False), seed=41)
+    x = randn(2, 1, 8, 10, seed=42)
+    ref = randn(2, 1, 8, 10, seed=43, scale=0.9)
+    same = torch.rand(2, 1, 8, 10, generator=torch.Generator().manual_seed(44)) < 0.4
+    ref = torch.where(same, x, ref)
+    target = [1, 2]
+    oh, ow = (pool_output_size(s, 3, 2, 1, 1) for s in (8, 10))
+    expected = []
+    for n in range(2):
+        g = [model.head.weight.detach()[target[n]].reshape(oh, ow).tolist()]
+        m, _ = rederive_max_pool([x[n, 0].tolist()], [ref[n, 0].tolist()], g, 3, 2, 1, 1)
+        expected.append(m)
+    expected_m = torch.tensor(expected, dtype=DTYPE)
+    near_argmax = (expected_m != 0) & same  # positions where the gradient was taken and is not zero
+    assert near_argmax.any()
+    contributions, multipliers = deeplift(model, x, ref, target)
+    assert_close(multipliers, expected_m)
+    assert_close(contributions, expected_m * (x - ref))
+
+
 # --------------------------------------------------------------------------------------------------
 # 4. RevealCancel: its Shapley average matters
 

@@ -284,3 +284,78 @@ def test_every_documented_way_of_registering_a_rule():
         deltalift.register_rule(aten.i0, "rescale", registry=default_registry.copy())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown kind"):
         deltalift.register_rule(aten.i0, rescale, registry=default_registry.copy(), kind="nonlinear")
+
+
+# --- Rescale: the ReLU rule and the near-zero gate ----------------------------------------------
+
+
+def _multiplier(rule, op, x, x0):
+    """The multiplier a rule wires into ``op``'s output, read back through autograd."""
+    from deltalift.rules.registry import Pair, RuleContext
+
+    leaf = x.clone().requires_grad_(True)
+    out = rule(RuleContext(), op, (Pair(leaf, x0),), {})
+    (m,) = torch.autograd.grad(out.x, leaf, torch.ones_like(out.x))
+    return out, m
+
+
+def _awkward_pairs(dtype):
+    """Inputs and references with every case the near-zero fallback decides: equal values (also
+    both zero, +0 against -0), same-sign differences far below eps, opposite signs, and the rest."""
+    g = torch.Generator().manual_seed(5)
+    x0 = torch.randn(3, 200, generator=g, dtype=dtype)
+    x = torch.randn(3, 200, generator=g, dtype=dtype)
+    x[:, :20] = x0[:, :20]  # equal
+    x[:, 20:40] = x0[:, 20:40] * (1 + 1e-9)  # same sign, relative difference below eps
+    x0[:, 40:50], x[:, 40:50] = 0.0, 0.0
+    x0[:, 50:55], x[:, 50:55] = -0.0, 0.0
+    x0[:, 55:60], x[:, 55:60] = 0.0, 1e-30
+    return x, x0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shared", [False, True], ids=["own_reference", "shared_reference"])
+def test_relu_rule_gives_the_general_rescale_values(dtype, shared):
+    """``rules.relu`` takes a shortcut (only ``x == x0`` can change the secant, section 3.5.2's
+    fallback being the slope itself elsewhere); its output, reference output and multipliers
+    must be the general Rescale rule's, value for value."""
+    from deltalift.rules import relu
+
+    x, x0 = _awkward_pairs(dtype)
+    if shared:
+        x0 = x0[:1]
+    op = torch.ops.aten.relu.default
+    fast, m_fast = _multiplier(relu, op, x, x0)
+    general, m_general = _multiplier(rescale, op, x, x0)
+    assert torch.equal(fast.x, general.x) and torch.equal(fast.ref, general.ref)
+    assert torch.equal(m_fast, m_general)
+    assert ((m_fast == 0) | (m_fast == 1)).float().mean() > 0.5 and ((m_fast > 0) & (m_fast < 1)).any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("eps", [1e-7, 1e-3, 0.25, 0.5, 0.0])
+def test_near_zero_gate_never_changes_the_mask(dtype, eps):
+    """``near_zero`` decides the common case from ``min |dx|`` and the reference's largest value
+    (``difference=True``) or the largest values of both sides; whatever the gate decides, the
+    positions must be exactly those with ``|x - x0| <= eps max(|x|, |x0|)`` (NaN counting as near),
+    also for differences just around the threshold."""
+    from deltalift.rules.rescale import near_zero
+
+    g = torch.Generator().manual_seed(7)
+    for scale in (1.0, 1e-20, 1e20):
+        x0 = torch.randn(4, 50, generator=g, dtype=dtype) * scale
+        for factor in (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 10.0, 1e6):
+            for rows in ("all", "one"):
+                delta = factor * eps * x0.abs() * torch.sign(torch.randn(4, 50, generator=g, dtype=dtype))
+                if rows == "one":
+                    delta[1:] = torch.randn(3, 50, generator=g, dtype=dtype) * scale
+                x = x0 + delta
+                expected = (x - x0).abs().nan_to_num(nan=0.0) <= eps * torch.maximum(x.abs(), x0.abs())
+                for difference in (True, False):
+                    got = near_zero(x - x0, eps, x, x0, difference)
+                    got = torch.zeros_like(expected) if got is None else got
+                    assert torch.equal(got, expected), (scale, factor, rows, difference)
+    x, x0 = torch.tensor([1.0, float("inf"), 2.0], dtype=dtype), torch.tensor([1.0, float("inf"), 1.0], dtype=dtype)
+    expected = (x - x0).abs().nan_to_num(nan=0.0) <= eps * torch.maximum(x.abs(), x0.abs())  # inf - inf: near
+    got = near_zero(x - x0, eps, x, x0)
+    assert torch.equal(torch.zeros_like(expected) if got is None else got, expected)

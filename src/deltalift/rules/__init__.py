@@ -24,7 +24,7 @@ from deltalift.rules.registry import (
     default_registry,
     register_rule,
 )
-from deltalift.rules.rescale import first_output_rescale, rescale
+from deltalift.rules.rescale import first_output_rescale, relu, rescale
 
 aten = torch.ops.aten
 
@@ -85,7 +85,7 @@ ASSERTION_OPS = [
 #: Element-wise nonlinearities: Rescale with one input-dependent argument, the two-player
 #: Shapley split with two.
 ELEMENTWISE_OPS = [
-    aten.relu, aten.sigmoid, aten.tanh, aten.exp, aten.exp2, aten.expm1, aten.log, aten.log2,
+    aten.sigmoid, aten.tanh, aten.exp, aten.exp2, aten.expm1, aten.log, aten.log2,
     aten.log10, aten.log1p, aten.sqrt, aten.rsqrt, aten.reciprocal, aten.pow, aten.abs, aten.clamp,
     aten.clamp_min, aten.clamp_max, aten.clip, aten.erf, aten.erfc, aten.erfinv, aten.gelu, aten.silu,
     aten.elu, aten.selu, aten.celu, aten.leaky_relu, aten.hardtanh, aten.hardswish, aten.hardsigmoid,
@@ -126,6 +126,7 @@ def _register_defaults(registry: RuleRegistry) -> None:
     registry.register(aten._native_batch_norm_legit_no_training, linear, "batch_norm")
     registry.register(operator.getitem, getitem)
     registry.register(aten.log_sigmoid_forward, first_output_rescale)
+    registry.register(aten.relu, relu)
     registry.register(aten.mul, multiply)
     registry.register(aten.div, divide)
     registry.register(aten.mm, bilinear_in(0, 1, kind="weighted"))

@@ -6,7 +6,9 @@ maximum (the rule of Captum, SHAP and tangermeme), and the changes of overlappin
 pick the same position are *accumulated* (those tools scatter with ``max_unpool``, so the last
 window wins and summation-to-delta breaks when windows overlap).  The multiplier of position
 ``j`` is ``sum_{windows w routed to j} g_w (y_w - y0_w) / (x_j - x0_j)``; it lies in ``[0, 1]``
-per window because ``|y_w - y0_w| <= |x_j - x0_j|`` for the routed position.
+per window because ``|y_w - y0_w| <= |x_j - x0_j|`` for the routed position.  Backward works in
+the output's space (one value per window, divided by the difference at its routed position) and
+scatters once, so its cost is that of the pooled output, not of the input.
 
 Mode ``"gradient"`` (the original ``deeplift`` package's option, for comparison): the
 multiplier is the ordinary gradient, i.e. ``g`` routed to the input's arg-max.  It does not keep
@@ -65,15 +67,25 @@ class _RouteMax(torch.autograd.Function):
 
         if ctx.mode == "gradient":
             return plain().view(x.shape), None, None, None, None, None, None, None
-        y_flat, y0_flat = y.flatten(p), y0.expand_as(y).flatten(p)
-        winner = torch.where(y_flat >= y0_flat, idx_flat, idx0.expand_as(idx).flatten(p))
-        routed = torch.zeros_like(planes).scatter_add_(p, winner, g * (y_flat - y0_flat))
-        x0_planes = x0.expand_as(x).flatten(p)
-        dx = planes - x0_planes
-        m = routed.div_(dx)
-        near = near_zero(dx, ctx.eps, planes, x0_planes)
+        x0_planes = x0.flatten(p).expand(planes.shape)  # a view: a shared reference is not copied
+
+        def at(index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            """Input, reference and their difference at one position per window."""
+            x_at, x0_at = planes.gather(p, index), x0_planes.gather(p, index)
+            return x_at, x0_at, x_at - x0_at
+
+        y_flat, y0_flat = y.flatten(p), y0.flatten(p)
+        winner = torch.where(y_flat >= y0_flat, idx_flat, idx0.flatten(p).expand(idx_flat.shape))
+        x_w, x0_w, dx_w = at(winner)
+        per_window = (g * (y_flat - y0_flat)).div_(dx_w)
+        near = near_zero(dx_w, ctx.eps, x_w, x0_w)
         if near is not None:
-            m = torch.where(near, plain(), m)
+            per_window.masked_fill_(near, 0.0)
+        m = torch.zeros_like(planes).scatter_add_(p, winner, per_window)
+        x_own, x0_own, dx_own = at(idx_flat)
+        near_own = near_zero(dx_own, ctx.eps, x_own, x0_own)
+        if near_own is not None:  # the ordinary gradient at near positions: g routed to the input's arg-max
+            m.scatter_add_(p, idx_flat, g.masked_fill(~near_own, 0.0))
         return m.view(x.shape), None, None, None, None, None, None, None
 
 

@@ -30,7 +30,8 @@ aten = torch.ops.aten
 
 
 def _midpoint(pair: Pair) -> Tensor:
-    return (pair.x.detach() + pair.ref) / 2
+    """``(a + a0) / 2`` (one allocation; halving is exact)."""
+    return torch.add(pair.x.detach(), pair.ref).mul_(0.5)
 
 
 def _multiply(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -60,10 +61,49 @@ def bilinear_in(first: int, second: int, kind: str = "product") -> OpRule:
                 f"called with {len(args)} positional argument(s); register another rule for it"
             )
         if is_pair(args[first]) and is_pair(args[second]):
+            if (first, second) == (0, 1) and len(args) == 2 and not kwargs and op in _MATRIX_PRODUCTS:
+                return _matrix_product(op, args[0], args[1])
             return _bilinear_product(op, args, kwargs, first, second)
         return linear(ctx, op, args, kwargs)
 
     return OpRule(rule, kind, factors=(first, second))
+
+
+#: Matrix products whose transposes :class:`_MatrixProduct` applies directly.
+_MATRIX_PRODUCTS = (aten.mm.default, aten.bmm.default)
+
+
+class _MatrixProduct(torch.autograd.Function):
+    """``a @ b`` (``mm`` or ``bmm``) whose backward is the Shapley split's: ``grad @ b_mid^T`` to
+    ``a`` and ``a_mid^T @ grad`` to ``b`` (the products of :func:`_bilinear_product`'s
+    linearisation, without evaluating it: one product forward and two backward, as a gradient)."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Tensor, a_mid: Tensor, b_mid: Tensor, op: Any) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(a_mid, b_mid)
+        ctx.op = op
+        return op(a, b)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        a_mid, b_mid = ctx.saved_tensors
+        grad_a = ctx.op(grad, b_mid.transpose(-1, -2)) if ctx.needs_input_grad[0] else None
+        grad_b = ctx.op(a_mid.transpose(-1, -2), grad) if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b, None, None, None
+
+
+def _matrix_product(op: Any, a: Pair, b: Pair) -> Pair:
+    """``mm`` / ``bmm`` of two activations, with multipliers ``m_a = . @ b_mid`` and ``m_b = a_mid @ .``."""
+    a_mid, b_mid = _expanded_midpoint(a), _expanded_midpoint(b)
+    with torch.no_grad():
+        ref = op(a.ref, b.ref)
+    return Pair(_MatrixProduct.apply(a.x, b.x, a_mid, b_mid, op), ref)
+
+
+def _expanded_midpoint(pair: Pair) -> Tensor:
+    """The midpoint at the input side's shape (a reference shared by the batch broadcasts)."""
+    mid = _midpoint(pair)
+    return mid if mid.shape == pair.x.shape else mid.expand_as(pair.x)
 
 
 def _bilinear_product(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any], first: int, second: int) -> Pair:

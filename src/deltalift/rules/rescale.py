@@ -42,20 +42,27 @@ def derivative_at(fn: Callable[..., Tensor], points: list[Tensor], wrt: int, sha
 
 
 def secant_multiplier(
-    dy: Tensor, dx: Tensor, eps: float, derivative: Callable[[tuple[Tensor, ...]], Tensor], x: Tensor, x0: Tensor
+    dy: Tensor,
+    dx: Tensor,
+    eps: float,
+    derivative: Callable[[tuple[Tensor, ...]], Tensor],
+    x: Tensor,
+    x0: Tensor,
+    difference: bool = True,
 ) -> Tensor:
     """``dy / dx``, and the derivative at the reference where ``|dx| <= eps * max(|x|, |x0|)``.
 
     The test is relative to the values' scale (for values of order one it is the original
     package's absolute ``1e-7``), so that networks whose activations are small stay exact.
     ``dy`` and ``dx`` are fresh tensors and are overwritten (this runs on every nonlinearity, so
-    it avoids allocations): the common case costs a division, an ``abs`` and three reductions.
+    it avoids allocations): the common case costs a division, an ``abs`` and a reduction.
     NaN differences (``inf - inf``, e.g. masked attention logits) count as near and take the
     derivative.  ``derivative(near)`` returns the derivative at the positions ``near`` (a tuple
-    of index tensors into ``dy``'s shape, as ``nonzero(as_tuple=True)`` gives).
+    of index tensors into ``dy``'s shape, as ``nonzero(as_tuple=True)`` gives).  ``difference``:
+    ``dx`` is ``x - x0`` (see :func:`near_zero`).
     """
     m = dy.div_(dx) if dy.shape == dx.shape else dy / dx
-    near = near_zero(dx, eps, x, x0)
+    near = near_zero(dx, eps, x, x0, difference)
     if near is None:
         return m
     positions = near.expand(m.shape).nonzero(as_tuple=True)
@@ -64,19 +71,37 @@ def secant_multiplier(
 
 
 def _largest_magnitude(t: Tensor) -> Tensor:
-    return torch.maximum(t.amax(), -t.amin()) if t.numel() else t.new_zeros(())
+    if not t.numel():
+        return t.new_zeros(())
+    smallest, largest = torch.aminmax(t)
+    return torch.maximum(largest, -smallest)
 
 
-def near_zero(dx: Tensor, eps: float, x: Tensor, x0: Tensor) -> Tensor | None:
+def near_zero(dx: Tensor, eps: float, x: Tensor, x0: Tensor, difference: bool = True) -> Tensor | None:
     """``None`` when every ``|dx| > eps * max(|x|, |x0|)`` (the common case, decided from the
     extremes alone), else the boolean mask of the positions where it does not hold; NaN
-    differences count as near.  Overwrites ``dx``."""
-    magnitude = dx.abs_().nan_to_num_(nan=0.0)
+    differences count as near.  Overwrites ``dx``.
+
+    ``difference``: ``dx`` is ``x - x0``.  Then ``|x| <= |x0| + |dx|``, so with ``eps <= 1/4``
+    every position passes when ``min |dx| > 2 eps max |x0|`` (``eps max(|x|, |x0|) <=
+    eps |x0| + eps |dx| < |dx| / 2 + |dx| / 4``, a margin far above rounding): the common case
+    reads the reference (at batch size one when it is shared) and not the input.  Otherwise
+    (RevealCancel's ``dz+``, which is not ``z - z0``) the bound is ``eps max(max |x|, max |x0|)``.
+    Either way a position the bound does not clear is decided by the exact test below, so the
+    gate changes how fast the answer comes, never the answer.
+    """
+    magnitude = dx.abs_()
     if not magnitude.numel():
         return None
-    bound = eps * torch.maximum(_largest_magnitude(x.detach()), _largest_magnitude(x0.detach()))
-    if bool(magnitude.amin() > bound):
+    smallest = magnitude.amin()  # NaN if any difference is NaN: then the exact test runs
+    if difference:
+        cleared = eps <= 0.25 and bool(smallest > 2 * eps * _largest_magnitude(x0.detach()))
+    else:
+        bound = eps * torch.maximum(_largest_magnitude(x.detach()), _largest_magnitude(x0.detach()))
+        cleared = bool(smallest > bound)
+    if cleared:
         return None
+    magnitude.nan_to_num_(nan=0.0)
     return magnitude <= eps * torch.maximum(x.detach().abs(), x0.detach().abs())
 
 
@@ -193,6 +218,29 @@ def shapley2_function(
     return Pair(with_multipliers(y, [a.x, b.x], [m_a, m_b]), y0)
 
 
+def _relu(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Rescale for ``relu(x)``, in fewer passes over the activation than the general rule.
+
+    ``m = (relu(x) - relu(x0)) / (x - x0)``.  Where input and reference lie on the same side of
+    zero, the numerator is ``x - x0`` (computed as the denominator is) or ``0``, so the secant
+    is the slope there, 1 or 0, exactly: the derivative at the reference, which the general
+    rule's near-zero fallback would give.  Where they lie on opposite sides, ``|x - x0| >=
+    max(|x|, |x0|)``, never near zero.  So the fallback can only change positions where
+    ``x == x0`` (``0 / 0``); their NaN shows in the multipliers' sum, and only then does the
+    general rule run.  The values are the general rule's.
+    """
+    if kwargs or len(args) != 1 or not isinstance(args[0], Pair) or not is_float_tensor(args[0].x):
+        return _rescale(ctx, op, args, kwargs)
+    pair = args[0]
+    with torch.no_grad():
+        x, x0 = pair.x.detach(), pair.ref
+        y, y0 = torch.relu(x), torch.relu(x0)
+        m = torch.sub(y, y0).div_(torch.sub(x, x0))
+        if m.numel() and not bool(torch.isfinite(m.sum())):
+            m = rescale_multiplier(torch.relu, x, x0, y, y0, ctx.eps, pointwise=True)
+    return Pair(with_multipliers(y, [pair.x], [m]), y0)
+
+
 def _first_output_rescale(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Rescale for an element-wise op that returns ``(value, buffer)``, e.g. ``log_sigmoid_forward``."""
     (pair,) = pairs_in(args)
@@ -204,5 +252,7 @@ def _first_output_rescale(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwar
 
 #: Rescale for element-wise nonlinearities (RevealCancel may replace it after a weighted op).
 rescale = OpRule(_rescale, "elementwise", reveal_cancel=True)
+#: Rescale for ``relu``, with fewer passes over the activation.
+relu = OpRule(_relu, "elementwise", reveal_cancel=True)
 #: Rescale on the first output of an element-wise op that returns ``(value, buffer)``.
 first_output_rescale = OpRule(_first_output_rescale, "elementwise")

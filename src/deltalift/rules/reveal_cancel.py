@@ -63,8 +63,8 @@ class _RevealCancel(torch.autograd.Function):
         f_z0, f_pos, f_neg, f_both = f(z0), f(z_pos), f(z_neg), f(z0 + dz_pos + dz_neg)
         dy_pos = 0.5 * (f_pos - f_z0) + 0.5 * (f_both - f_neg)
         dy_neg = 0.5 * (f_neg - f_z0) + 0.5 * (f_both - f_pos)
-        m_pos = secant_multiplier(dy_pos, dz_pos, eps, _mean_derivative(f, z0, z_neg, shape), z, z0)
-        m_neg = secant_multiplier(dy_neg, dz_neg, eps, _mean_derivative(f, z0, z_pos, shape), z, z0)
+        m_pos = secant_multiplier(dy_pos, dz_pos, eps, _mean_derivative(f, z0, z_neg, shape), z, z0, False)
+        m_neg = secant_multiplier(dy_neg, dz_neg, eps, _mean_derivative(f, z0, z_pos, shape), z, z0, False)
         ctx.save_for_backward(dx, m_pos, m_neg)
         ctx.signed = (positive, negative)
         return y
