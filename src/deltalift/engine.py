@@ -39,7 +39,16 @@ from deltalift.layers import LayerType, LayerUnused, capture_with_layers, eager_
 from deltalift.plan import Plan, check_rule_choice, make_plan
 from deltalift.rules.linear import evaluate_both
 from deltalift.rules.product import scale_product
-from deltalift.rules.registry import Pair, RuleContext, RuleRegistry, default_registry
+from deltalift.rules.registry import (
+    Pair,
+    RuleContext,
+    RuleRegistry,
+    align_pairs,
+    aligned,
+    default_registry,
+    is_size_pair,
+    map_pairs,
+)
 from deltalift.rules.reveal_cancel import reveal_cancel
 
 Tensor = torch.Tensor
@@ -132,6 +141,10 @@ def run_graph(
 
     def evaluate(node: torch.fx.Node, args: Any, kwargs: Any, env: dict[torch.fx.Node, Any]) -> Any:
         ctx.node = node
+        if node in plan.input_sizes:
+            args, kwargs = input_side_sizes(args), input_side_sizes(kwargs)
+        if node in plan.aligned_arguments:
+            args, kwargs = align_pairs(args), align_pairs(kwargs)
         try:
             weighted = plan.reveal_cancel.get(node)
             if weighted is not None and isinstance(args[0], Pair) and (tap is None or tap[0] not in weighted.path):
@@ -140,7 +153,8 @@ def run_graph(
                 def f(t: Tensor) -> Tensor:
                     return op(t, *args[1:], **kwargs)  # type: ignore[operator]
 
-                return reveal_cancel(env[weighted.source], args[0], f, weighted.op(env.__getitem__), ctx.eps)
+                source = aligned(env[weighted.source])
+                return reveal_cancel(source, args[0], f, weighted.op(env.__getitem__), ctx.eps)
             if node in plan.scale_products:
                 scale = plan.scale_products[node]
                 return scale_product(args[1 - scale], args[scale])
@@ -156,6 +170,11 @@ def run_graph(
             raise RuntimeError(f"{node.target} failed while explaining {ctx.node_description}: {exc}") from exc
 
     return walk_graph(program, model, user_args, evaluate, plan.free_after, tap, until, state)
+
+
+def input_side_sizes(tree: Any) -> Any:
+    """Every Pair of sizes in an op's arguments replaced by the input side's size."""
+    return map_pairs(tree, lambda p: p.x if is_size_pair(p) else p)
 
 
 def run_plain(
@@ -495,7 +514,7 @@ def _record_layer(value: Any, recorded: list[Pair]) -> Pair:
             f"the chosen layer's activation has dtype {value.x.dtype}; attributions are taken at a floating-point "
             "activation (for token ids, the embedding layer's output rather than its input)"
         )
-    leaf = Pair(value.x.detach().requires_grad_(True), value.ref)
+    leaf = Pair(value.x.detach().requires_grad_(True), aligned(value).ref)
     recorded.append(leaf)
     return leaf
 
@@ -507,7 +526,7 @@ def _target_values(output: Pair, target: Any, batch: int, softmax_adjustment: bo
     if not isinstance(output.x, Tensor):
         raise ValueError("the model's output does not depend on the explained inputs")
     selected = None if callable(target) and not isinstance(target, Tensor) else target
-    x_out, ref_out = output.x, output.ref.expand_as(output.x)
+    x_out, ref_out = output.x, aligned(output).ref.expand_as(output.x)
     if softmax_adjustment:
         x_out, ref_out = x_out - x_out.mean(1, keepdim=True), ref_out - ref_out.mean(1, keepdim=True)
     t = select_target(x_out, selected, batch)
@@ -519,7 +538,7 @@ def _target_values(output: Pair, target: Any, batch: int, softmax_adjustment: bo
 def _neuron_values(activation: Any, neuron: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
     if not isinstance(activation, Pair) or not isinstance(activation.x, Tensor):
         raise ValueError("the chosen layer's activation is not one tensor that depends on the inputs")
-    t, t0 = neuron(activation.x), neuron(activation.ref.expand_as(activation.x))
+    t, t0 = neuron(activation.x), neuron(aligned(activation).ref.expand_as(activation.x))
     check_finite(t, t0)
     return t, t0
 

@@ -9,6 +9,7 @@ nonlinearity keeps Rescale.  Which nonlinearities are eligible is read from the 
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,10 @@ import torch
 
 from deltalift.canonical import WeightedInput, find_scale_factor, find_weighted_input
 from deltalift.capture import CapturedProgram
+from deltalift.rules.linear import TILING_OPS
 from deltalift.rules.registry import RuleRegistry
+
+aten = torch.ops.aten
 
 #: The nonlinearity rules DeepLift accepts; "genomics_default" is RevealCancel where a dense
 #: layer feeds the nonlinearity and Rescale elsewhere (the original package's genomics default).
@@ -62,6 +66,12 @@ class Plan:
     reveal_cancel: dict[torch.fx.Node, WeightedInput] = field(default_factory=dict)
     scale_products: dict[torch.fx.Node, int] = field(default_factory=dict)  #: product -> its scale's position
     free_after: dict[torch.fx.Node, list[torch.fx.Node]] = field(default_factory=dict)
+    #: Ops given sizes that are not views or expansions: they take the input side's size on both
+    #: sides (see :func:`deltalift.rules.linear._shape_query`).
+    input_sizes: set[torch.fx.Node] = field(default_factory=set)
+    #: Ops that read a view's or a dense layer's output without keeping a reference whose rows
+    #: tile the input's: their arguments are :func:`~deltalift.rules.registry.aligned` first.
+    aligned_arguments: set[torch.fx.Node] = field(default_factory=set)
 
 
 def make_plan(
@@ -79,6 +89,7 @@ def make_plan(
         return program.plans[plan_key]  # type: ignore[no-any-return]
     plan = Plan(free_after={k: list(v) for k, v in program.free_after.items()})
     program.plans[plan_key] = plan
+    plan.input_sizes, plan.aligned_arguments = _size_and_tiling_consumers(program.graph)
     dependent = input_dependent(program, n_explained)
     order = {node: i for i, node in enumerate(program.graph.nodes)}
 
@@ -133,3 +144,40 @@ def _keep_until(plan: Plan, weighted: WeightedInput, node: torch.fx.Node, order:
             if value in values and order[freeing_node] < order[node]:
                 values.remove(value)
                 plan.free_after.setdefault(node, []).append(value)
+
+
+#: Ops that take a Pair of sizes per side: views and expansions (and arithmetic on sizes).
+PER_SIDE_SIZE_OPS = frozenset({aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.expand.default})
+_SIZE_QUERIES = (aten.sym_size, aten.sym_numel, aten.sym_stride, aten.sym_storage_offset)
+_SIZE_ARITHMETIC = (
+    operator.add,
+    operator.sub,
+    operator.mul,
+    operator.floordiv,
+    operator.truediv,
+    operator.mod,
+    operator.neg,
+    operator.pow,
+)
+
+
+def _size_and_tiling_consumers(graph: torch.fx.Graph) -> tuple[set[torch.fx.Node], set[torch.fx.Node]]:
+    """The ops that take sizes but not per side, and the ops that read a tiling op's output
+    without being one (:attr:`Plan.input_sizes`, :attr:`Plan.aligned_arguments`)."""
+    sizes: set[torch.fx.Node] = set()
+    input_sizes: set[torch.fx.Node] = set()
+    aligned: set[torch.fx.Node] = set()
+    for node in graph.nodes:
+        if node.op != "call_function":
+            continue
+        inputs = node.all_input_nodes
+        takes_sizes = any(a in sizes for a in inputs)
+        if getattr(node.target, "overloadpacket", None) in _SIZE_QUERIES or (
+            node.target in _SIZE_ARITHMETIC and takes_sizes
+        ):
+            sizes.add(node)
+        elif takes_sizes and node.target not in PER_SIDE_SIZE_OPS:
+            input_sizes.add(node)
+        if node.target not in TILING_OPS and any(a.op == "call_function" and a.target in TILING_OPS for a in inputs):
+            aligned.add(node)
+    return input_sizes, aligned

@@ -21,22 +21,32 @@ from deltalift.rules.registry import (
     OpRule,
     Pair,
     RuleContext,
+    aligned,
+    is_size_pair,
     map_pairs,
     pairs_in,
     same_on_both_sides,
     side,
+    tiles,
     zip_output,
 )
+
+aten = torch.ops.aten
 
 
 def evaluate_both(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Evaluate ``op`` on the input side (with autograd) and on the reference side (without).
 
-    A reference shared by the batch is evaluated at batch size one.  Where the op cannot keep it
-    so (a reshape that folds the batch into another dimension, as multi-head attention and
-    ``F.linear`` on 3-D or 4-D inputs do, or a reshape back of such a folded value), the
-    reference side is evaluated again with every reference expanded to its input's shape and
-    with the input side's sizes, so that it broadcasts against the input side from then on.
+    A reference shared by the batch is evaluated at batch size one, with its own sizes (a
+    shape query of a shared reference gives a Pair of sizes, see :func:`_shape_query`).  Its
+    output is kept when it broadcasts against the input side's, or when its rows tile the input
+    side's (:func:`~deltalift.rules.registry.tiles`; only through views and dense layers, see
+    :data:`TILING_OPS`).  Otherwise (an index of the batch into a batch-one reference, a view
+    that folds the batch into another dimension, as multi-head attention does) the reference
+    side is evaluated again with every reference expanded to its input's shape and with the
+    input side's sizes; a view that gives the batch its own dimension again (a size Pair
+    ``(n, 1)``) then takes the reference back to batch size one where its values are the same
+    for every example (:func:`_regathered`).
     """
     x_out = op(*side(args, "x"), **side(kwargs, "x"))
     with torch.no_grad():
@@ -44,9 +54,51 @@ def evaluate_both(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any
             ref_out = op(*side(args, "ref"), **side(kwargs, "ref"))
         except (RuntimeError, IndexError):  # e.g. an index of the batch into a batch-one reference
             ref_out = None
-        if ref_out is None or not _broadcasts_to(ref_out, x_out):
+        if ref_out is None or not (_broadcasts_to(ref_out, x_out) or _keeps_tiling(op, args, ref_out, x_out)):
             ref_out = op(*_expanded_reference_side(args), **_expanded_reference_side(kwargs))
+            ref_out = _regathered(op, args, ref_out)
     return zip_output(x_out, ref_out)
+
+
+#: Ops whose reference side may tile the input side's rows, with the position of the operand
+#: whose rows they keep: views (the flat order of ``n`` tiles of ``r`` rows is that of ``n``
+#: tiles of the view's rows) and dense layers (each output row depends on its input row alone).
+TILING_OPS = {
+    aten.view.default: 0,
+    aten._unsafe_view.default: 0,
+    aten.reshape.default: 0,
+    aten.mm.default: 0,
+    aten.addmm.default: 1,
+}
+
+#: Views whose sizes may give the batch its own dimension again.
+_VIEWS = (aten.view.default, aten._unsafe_view.default, aten.reshape.default)
+
+
+def _keeps_tiling(op: Any, args: tuple[Any, ...], ref_out: Any, x_out: Any) -> bool:
+    """Whether ``ref_out`` tiles ``x_out``'s rows as the operand's reference tiles its input's."""
+    position = TILING_OPS.get(op)
+    if position is None or not isinstance(x_out, torch.Tensor) or not isinstance(ref_out, torch.Tensor):
+        return False
+    source = args[position]
+    if not isinstance(source, Pair) or not isinstance(source.x, torch.Tensor):
+        return False
+    n = tiles(x_out, ref_out)
+    return n > 0 and tiles(source.x, source.ref) == n
+
+
+def _regathered(op: Any, args: tuple[Any, ...], ref_out: Any) -> Any:
+    """A view's reference output, evaluated at the input side's shape, taken back to batch size
+    one along the dimension whose size is the batch's on the input side and 1 on the reference's
+    (a size Pair ``(n, 1)``), where its values are the same along that dimension (checked: an
+    exact comparison, so nothing is assumed about the model)."""
+    if op not in _VIEWS or not isinstance(ref_out, torch.Tensor) or len(args) < 2:
+        return ref_out
+    for dim, size in enumerate(args[1]):
+        if is_size_pair(size) and size.ref == 1 and size.x > 1 and ref_out.shape[dim] == size.x:
+            first = ref_out.narrow(dim, 0, 1)
+            return first.contiguous() if torch.equal(ref_out, first.expand_as(ref_out)) else ref_out
+    return ref_out
 
 
 def _broadcasts_to(ref_out: Any, x_out: Any) -> bool:
@@ -66,7 +118,8 @@ def _expanded_reference_side(tree: Any) -> Any:
 
     def expand(value: Pair) -> Any:
         if isinstance(value.x, torch.Tensor) and isinstance(value.ref, torch.Tensor):
-            return torch.empty_like(value.x).copy_(value.ref.expand_as(value.x))  # the input's strides
+            ref = aligned(value).ref
+            return torch.empty_like(value.x).copy_(ref.expand_as(value.x))  # the input's strides
         return value.x
 
     return map_pairs(tree, expand)
@@ -97,13 +150,17 @@ def _no_gradient(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[
 
 
 def _shape_query(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Sizes, strides, element counts: the input side's value, a plain number rather than a Pair.
+    """Sizes, strides, element counts: a plain number where input and reference agree, else a
+    Pair of sizes (a reference shared by the batch is evaluated at batch size one).
 
-    Input and reference have the same shape; a reference shared by the batch is evaluated at batch
-    size one only to save work, so sizes read from the batch (``expand(w, [batch, ...])``,
-    ``arange(batch)``) must be the batch's on both sides."""
+    Views and expansions take a size Pair per side, so that the reference stays at batch size
+    one through ``view(x, [batch, ...])``; every other op takes the input side's size on both
+    sides (the engine collapses size Pairs before such ops, :mod:`deltalift.plan`), so that
+    ``arange(batch)`` is the batch's on both sides."""
     with torch.no_grad():
-        return op(*side(args, "x"), **side(kwargs, "x"))
+        x_value = op(*side(args, "x"), **side(kwargs, "x"))
+        ref_value = op(*side(args, "ref"), **side(kwargs, "ref"))
+    return x_value if x_value == ref_value else Pair(x_value, ref_value)
 
 
 def _getitem(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

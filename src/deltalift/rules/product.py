@@ -64,9 +64,23 @@ def bilinear_in(first: int, second: int, kind: str = "product") -> OpRule:
             if (first, second) == (0, 1) and len(args) == 2 and not kwargs and op in _MATRIX_PRODUCTS:
                 return _matrix_product(op, args[0], args[1])
             return _bilinear_product(op, args, kwargs, first, second)
+        if op is aten.bmm.default and is_pair(args[0]) and _one_matrix_for_all_batches(args[1]):
+            return linear(ctx, _rows_times_matrix, args, kwargs)
         return linear(ctx, op, args, kwargs)
 
     return OpRule(rule, kind, factors=(first, second))
+
+
+def _one_matrix_for_all_batches(b: Any) -> bool:
+    """Whether ``b`` is one matrix expanded over a batch (stride 0), as the decomposition of
+    ``F.linear`` on a permuted 3-D activation gives: ``bmm(a, W^T.expand(L, K, M))``."""
+    return isinstance(b, Tensor) and b.ndim == 3 and b.shape[0] > 1 and b.stride(0) == 0
+
+
+def _rows_times_matrix(a: Tensor, b: Tensor) -> Tensor:
+    """``bmm(a, b)`` for ``b`` one matrix expanded over the batch: every row of ``a`` times that
+    matrix in one ``mm`` (the batched form reads the matrix once per batch, ``L`` times)."""
+    return torch.mm(a.reshape(-1, a.shape[-1]), b[0]).view(a.shape[0], a.shape[1], b.shape[-1])
 
 
 #: Matrix products whose transposes :class:`_MatrixProduct` applies directly.

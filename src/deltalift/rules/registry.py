@@ -131,6 +131,41 @@ def pairs_in(tree: Any) -> list[Pair]:
     return found
 
 
+def is_size_pair(value: Any) -> bool:
+    """A Pair of sizes (the input's and a reference's at batch size one), not of tensors."""
+    return isinstance(value, Pair) and not isinstance(value.x, torch.Tensor)
+
+
+def tiles(x: torch.Tensor, ref: torch.Tensor) -> int:
+    """``n >= 2`` when ``x``'s rows are ``ref``'s rows repeated ``n`` times along dimension 0
+    (``ref`` of shape ``(r, ...)`` for ``x`` of shape ``(n r, ...)``), else 0.
+
+    This is how a reference shared by the batch stays at batch size one: at shape ``(1, ...)``
+    it broadcasts; after a view that folds the batch into the rows (``F.linear`` on a 3-D
+    activation views ``(n, L, E)`` as ``(n L, E)``) its ``L`` rows tile the input's ``n L``."""
+    if ref.ndim != x.ndim or ref.ndim == 0 or ref.shape[1:] != x.shape[1:]:
+        return 0
+    rows, ref_rows = x.shape[0], ref.shape[0]
+    return rows // ref_rows if 0 < ref_rows < rows and rows % ref_rows == 0 else 0
+
+
+def aligned(pair: Pair) -> Pair:
+    """``pair`` with a reference that broadcasts to its input side: a reference whose rows tile
+    the input's (:func:`tiles`, more than one row) is repeated; any other is returned as is."""
+    x, ref = pair
+    if not (isinstance(x, torch.Tensor) and isinstance(ref, torch.Tensor)) or ref.ndim == 0:
+        return pair
+    if ref.shape[0] in (1, x.shape[0] if x.ndim else 1):
+        return pair
+    n = tiles(x, ref)
+    return Pair(x, ref.repeat(n, *[1] * (ref.ndim - 1))) if n else pair
+
+
+def align_pairs(tree: Any) -> Any:
+    """Every Pair in an op's arguments :func:`aligned`."""
+    return map_pairs(tree, aligned)
+
+
 def describe(node: Any) -> str:
     """Where a graph node comes from: module path and source line, when export recorded them."""
     parts = [f"graph node {node.name}"]
