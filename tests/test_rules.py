@@ -359,3 +359,29 @@ def test_near_zero_gate_never_changes_the_mask(dtype, eps):
     expected = (x - x0).abs().nan_to_num(nan=0.0) <= eps * torch.maximum(x.abs(), x0.abs())  # inf - inf: near
     got = near_zero(x - x0, eps, x, x0)
     assert torch.equal(torch.zeros_like(expected) if got is None else got, expected)
+
+
+def test_square_multiplier_is_x_plus_x0():
+    """Rescale on ``x ** 2``: ``(x^2 - x0^2) / (x - x0) = x + x0`` (3 and 1: multiplier 4, contribution 8 = 9 - 1),
+    also where ``x = x0`` (the derivative ``2 x0``), for ``pow``, ``square`` and ``x * x`` written as a power."""
+    x, ref = t([[3.0, 2.0, -1.5]]), t([[1.0, 2.0, 0.5]])
+    for fn in (lambda v: (v**2).sum(1, keepdim=True), lambda v: torch.square(v).sum(1, keepdim=True)):
+        multipliers, _ = attribute(fn, x, ref, multiply_by_inputs=False, target=0)
+        assert multipliers.tolist() == [[4.0, 4.0, -1.0]]
+        contributions, delta = attribute(fn, x, ref, target=0)
+        assert contributions.tolist() == [[8.0, 0.0, 2.0]] and float(delta.abs().max()) == 0.0
+
+
+def test_square_is_well_conditioned_in_float32():
+    """Near a large value the difference of squares cancels in float32 (1e4 + 0.01 against 1e4:
+    x^2 - x0^2 = 200.0001 is lost to rounding at 1e8); the secant ``x + x0`` is exact there."""
+    x64, ref64 = torch.tensor([[1e4 + 0.01]], dtype=torch.float64), torch.tensor([[1e4]], dtype=torch.float64)
+    m32, _ = attribute(lambda v: v**2, x64.float(), ref64.float(), multiply_by_inputs=False, target=0)
+    m64, _ = attribute(lambda v: v**2, x64, ref64, multiply_by_inputs=False, target=0)
+    assert abs(float(m32) - float(m64)) / float(m64) < 1e-6
+
+
+def test_other_exponents_keep_the_general_rescale():
+    x, ref = t([[2.0]]), t([[1.0]])
+    multipliers, _ = attribute(lambda v: v**3, x, ref, multiply_by_inputs=False, target=0)
+    assert multipliers.tolist() == [[7.0]]  # (8 - 1) / (2 - 1)

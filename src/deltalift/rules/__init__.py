@@ -24,7 +24,7 @@ from deltalift.rules.registry import (
     default_registry,
     register_rule,
 )
-from deltalift.rules.rescale import first_output_rescale, relu, rescale
+from deltalift.rules.rescale import first_output_rescale, power, relu, rescale
 
 aten = torch.ops.aten
 
@@ -86,7 +86,7 @@ ASSERTION_OPS = [
 #: Shapley split with two.
 ELEMENTWISE_OPS = [
     aten.sigmoid, aten.tanh, aten.exp, aten.exp2, aten.expm1, aten.log, aten.log2,
-    aten.log10, aten.log1p, aten.sqrt, aten.rsqrt, aten.reciprocal, aten.pow, aten.abs, aten.clamp,
+    aten.log10, aten.log1p, aten.sqrt, aten.rsqrt, aten.reciprocal, aten.abs, aten.clamp,
     aten.clamp_min, aten.clamp_max, aten.clip, aten.erf, aten.erfc, aten.erfinv, aten.gelu, aten.silu,
     aten.elu, aten.selu, aten.celu, aten.leaky_relu, aten.hardtanh, aten.hardswish, aten.hardsigmoid,
     aten.softplus, aten.mish, aten.relu6, aten.threshold, aten._prelu_kernel, aten.prelu,
@@ -94,7 +94,7 @@ ELEMENTWISE_OPS = [
     aten.sinh, aten.cosh, aten.asinh, aten.acosh, aten.atanh, aten.sign, aten.sgn, aten.floor,
     aten.ceil, aten.round, aten.trunc, aten.frac, aten.maximum, aten.minimum, aten.fmax, aten.fmin,
     aten.atan2, aten.logit, aten.xlogy, aten.nan_to_num, aten.remainder, aten.fmod, aten.heaviside,
-    aten.square, aten.special_erfcx, aten.sigmoid_, aten.relu_, aten.hypot, aten.copysign,
+    aten.special_erfcx, aten.sigmoid_, aten.relu_, aten.hypot, aten.copysign,
 ]
 
 #: Ops that torch.export must keep whole (not decompose) so that Rescale sees one nonlinearity.
@@ -127,6 +127,8 @@ def _register_defaults(registry: RuleRegistry) -> None:
     registry.register(operator.getitem, getitem)
     registry.register(aten.log_sigmoid_forward, first_output_rescale)
     registry.register(aten.relu, relu)
+    registry.register(aten.pow, power)
+    registry.register(aten.square, power)
     registry.register(aten.mul, multiply)
     registry.register(aten.div, divide)
     registry.register(aten.mm, bilinear_in(0, 1, kind="weighted"))

@@ -23,7 +23,7 @@ import torch
 
 from deltalift.errors import UnsupportedOperationError
 from deltalift.rules.linear import linear
-from deltalift.rules.logsumexp import logsumexp_pair
+from deltalift.rules.logsumexp import logsumexp_pair, softmax_pair
 from deltalift.rules.multipliers import with_multipliers
 from deltalift.rules.product import scale_product
 from deltalift.rules.registry import OpRule, Pair, RuleContext, is_pair, same_on_both_sides
@@ -35,8 +35,9 @@ aten = torch.ops.aten
 
 def _softmax(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``_softmax(x, dim, half_to_float)`` = ``exp(log_softmax(x))`` (Rescale on the log-probabilities,
-    whose secant lies between the two probabilities)."""
-    return ctx.call(aten.exp.default, _log_softmax(ctx, op, args, kwargs))
+    whose secant lies between the two probabilities), composed in one step
+    (:func:`~deltalift.rules.logsumexp.softmax_pair`)."""
+    return softmax_pair(args[0], args[1], ctx.eps)
 
 
 def _log_softmax(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -241,6 +241,23 @@ def _relu(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, An
     return Pair(with_multipliers(y, [pair.x], [m]), y0)
 
 
+def _power(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``x ** 2`` (``pow`` with the exponent 2, ``square``): Rescale's secant ``(x^2 - x0^2) / (x - x0)``
+    is ``x + x0`` exactly, which is also the derivative ``2 x0`` where ``x = x0``; formed as a sum it
+    has none of the cancellation of the difference of squares (the variance of norms squares
+    centred activations).  Any other exponent, or two input-dependent arguments: the general rule."""
+    exponent = 2 if op.overloadpacket is torch.ops.aten.square else args[1] if len(args) > 1 else None
+    if kwargs or exponent != 2 or isinstance(exponent, Tensor) or not isinstance(args[0], Pair):
+        return _rescale(ctx, op, args, kwargs)
+    pair = args[0]
+    if not is_float_tensor(pair.x):
+        return _rescale(ctx, op, args, kwargs)
+    with torch.no_grad():
+        y, y0 = op(pair.x.detach(), *args[1:]), op(pair.ref, *args[1:])
+        m = torch.add(pair.x.detach(), pair.ref)
+    return Pair(with_multipliers(y, [pair.x], [m]), y0)
+
+
 def _first_output_rescale(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Rescale for an element-wise op that returns ``(value, buffer)``, e.g. ``log_sigmoid_forward``."""
     (pair,) = pairs_in(args)
@@ -254,5 +271,7 @@ def _first_output_rescale(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwar
 rescale = OpRule(_rescale, "elementwise", reveal_cancel=True)
 #: Rescale for ``relu``, with fewer passes over the activation.
 relu = OpRule(_relu, "elementwise", reveal_cancel=True)
+#: Rescale for ``pow`` and ``square``: the exact secant ``x + x0`` of the square.
+power = OpRule(_power, "elementwise", reveal_cancel=True)
 #: Rescale on the first output of an element-wise op that returns ``(value, buffer)``.
 first_output_rescale = OpRule(_first_output_rescale, "elementwise")
