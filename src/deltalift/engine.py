@@ -29,6 +29,7 @@ from torch import nn
 from torch.fx.node import map_arg
 
 from deltalift.batching import BatchLayout, evaluate_weighted
+from deltalift.canonical import weighted_op
 from deltalift.capture import CapturedProgram, capture, layer_in, state_value, with_target
 from deltalift.convergence import check_summation
 from deltalift.errors import MissingRuleError, UnsupportedOperationError
@@ -52,6 +53,7 @@ from deltalift.rules.registry import (
 from deltalift.rules.reveal_cancel import reveal_cancel
 
 Tensor = torch.Tensor
+aten = torch.ops.aten
 
 #: How a walk evaluates one ``call_function`` node: ``(node, args, kwargs, env) -> value``.
 Evaluate = Callable[[torch.fx.Node, Any, Any, dict[torch.fx.Node, Any]], Any]
@@ -155,6 +157,12 @@ def run_graph(
 
                 source = aligned(env[weighted.source])
                 return reveal_cancel(source, args[0], f, weighted.op(env.__getitem__), ctx.eps)
+            norm = plan.folded_batch_norms.get(node)
+            if norm is not None and not _reads(node, norm, tap, until):
+                statistics = [env[a] if isinstance(a, torch.fx.Node) else a for a in norm.args[1:]]
+                args = _with_batch_norm_folded(args, statistics)
+            elif node in plan.batch_norms_folded and not _reads(node.args[0], node, tap, until):
+                return (args[0], None, None)  # the convolution's value is already normalised
             if node in plan.scale_products:
                 scale = plan.scale_products[node]
                 return scale_product(args[1 - scale], args[scale])
@@ -170,6 +178,22 @@ def run_graph(
             raise RuntimeError(f"{node.target} failed while explaining {ctx.node_description}: {exc}") from exc
 
     return walk_graph(program, model, user_args, evaluate, plan.free_after, tap, until, state)
+
+
+def _reads(convolution: Any, norm: torch.fx.Node, tap: Tap | None, until: torch.fx.Node | None) -> bool:
+    """Whether a layer tap or the end of the walk is at a convolution or its batch norm (then
+    neither is folded: the convolution's own output is read)."""
+    return (tap is not None and tap[0] in (convolution, norm)) or until in (convolution, norm)
+
+
+def _with_batch_norm_folded(conv_args: Any, norm_args: list[Any]) -> Any:
+    """A convolution's arguments with the eval-mode batch norm after it folded into its weight
+    and bias (``norm_args``: the batch norm's weight, bias, running mean and variance, momentum, eps)."""
+    folded = weighted_op(aten.convolution.default, conv_args, 0)
+    assert folded is not None
+    gamma, beta, mean, var, _, eps = norm_args
+    folded = folded.fold_batch_norm(gamma, beta, mean, var, eps)
+    return (conv_args[0], folded.weight, folded.bias, *conv_args[3:])
 
 
 def input_side_sizes(tree: Any) -> Any:

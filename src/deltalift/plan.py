@@ -72,6 +72,10 @@ class Plan:
     #: Ops that read a view's or a dense layer's output without keeping a reference whose rows
     #: tile the input's: their arguments are :func:`~deltalift.rules.registry.aligned` first.
     aligned_arguments: set[torch.fx.Node] = field(default_factory=set)
+    #: Convolutions whose eval-mode batch norm is folded into them (conv -> its batch norm).
+    folded_batch_norms: dict[torch.fx.Node, torch.fx.Node] = field(default_factory=dict)
+    #: Those batch norms (their value is the convolution's, already normalised).
+    batch_norms_folded: set[torch.fx.Node] = field(default_factory=set)
 
 
 def make_plan(
@@ -98,6 +102,9 @@ def make_plan(
 
     def is_layout(node: torch.fx.Node) -> bool:
         return node.op == "call_function" and registry.kind(node.target) == "layout"
+
+    plan.folded_batch_norms = _foldable_batch_norms(program.graph, registry)
+    plan.batch_norms_folded = set(plan.folded_batch_norms.values())
 
     for node in program.graph.nodes:
         if node.op != "call_function":
@@ -181,3 +188,40 @@ def _size_and_tiling_consumers(graph: torch.fx.Graph) -> tuple[set[torch.fx.Node
         if node.target not in TILING_OPS and any(a.op == "call_function" and a.target in TILING_OPS for a in inputs):
             aligned.add(node)
     return input_sizes, aligned
+
+
+def _foldable_batch_norms(graph: torch.fx.Graph, registry: RuleRegistry) -> dict[torch.fx.Node, torch.fx.Node]:
+    """Convolutions followed only by an eval-mode batch norm, with parameters and statistics
+    read from the model (placeholders, not computed in the graph), whose
+    normalised output alone is read: the engine evaluates them as one convolution with the
+    batch norm folded in (:meth:`deltalift.canonical.WeightedOp.fold_batch_norm`).  Both are
+    linear, so the multipliers are the same (the Linear rule, Shrikumar et al. 2017, section
+    3.5.1); the folded form skips the batch norm's pass over the activation on both sides and in
+    the backward pass.  Only with the built-in rules of both ops (a rule registered for either
+    is applied as it is)."""
+    from deltalift.rules import default_registry
+
+    batch_norm = aten._native_batch_norm_legit_no_training.default
+    convolution = aten.convolution.default
+    if registry.find(convolution) is not default_registry.find(convolution) or registry.find(
+        batch_norm
+    ) is not default_registry.find(batch_norm):
+        return {}
+    found: dict[torch.fx.Node, torch.fx.Node] = {}
+    for node in graph.nodes:
+        if node.op != "call_function" or node.target is not convolution or len(node.users) != 1:
+            continue
+        (norm,) = node.users
+        if norm.target is not batch_norm or norm.args[0] is not node:
+            continue
+        transposed, groups = node.args[6], node.args[8]
+        parameters = (*node.args[1:3], *norm.args[1:5])
+        if (
+            transposed
+            and groups != 1
+            or not all(a is None or getattr(a, "op", "") == "placeholder" for a in parameters)
+        ):
+            continue
+        if all(user.target is operator.getitem and user.args[1] == 0 for user in norm.users):
+            found[node] = norm
+    return found
