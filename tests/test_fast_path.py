@@ -238,7 +238,7 @@ def test_backend_choice_and_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="backend must be one of"):
         fast_path.default_backend(torch.device("cpu"))
     monkeypatch.delenv("DELTALIFT_BACKEND")
-    assert fast_path.default_backend(torch.device("cpu")) == "interpreter"
+    assert fast_path.default_backend(torch.device("cpu")) == "traced"
     assert fast_path.default_backend(torch.device("meta")) == "traced"
     fast_path.set_default_backend("compiled")
     try:

@@ -80,6 +80,13 @@ def reference_run(inputs, tmp_path_factory):
     return run(inputs, tmp_path_factory.mktemp("reference") / "out")
 
 
+def assert_same_but_rounding(got: torch.Tensor, expected: torch.Tensor) -> None:
+    """Equal to float32 rounding: explained in other batches (the runner's shards), an example's
+    arithmetic is the same but the CPU's convolution kernels may block it differently by batch
+    size (bitwise equal on some CPUs, not on others: AVX-512 Xeons differ in the last bits)."""
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6 * float(expected.abs().max()))
+
+
 def test_windows_outputs_and_modisco_files(inputs, reference_run):
     root, genome = inputs
     result = reference_run
@@ -98,8 +105,8 @@ def test_windows_outputs_and_modisco_files(inputs, reference_run):
     expected, deltas = deep_lift_shap(
         MODEL, X, n_shuffles=K, random_state=0, hypothetical=True, return_convergence_delta=True
     )
-    torch.testing.assert_close(attr, expected, rtol=0, atol=0)  # a sequence's result ignores its batch-mates
-    np.testing.assert_array_equal(np.load(result.files["deltas.npy"]), deltas.reshape(4, K).numpy())
+    assert_same_but_rounding(attr, expected)  # a sequence's result ignores its batch-mates
+    np.testing.assert_allclose(np.load(result.files["deltas.npy"]), deltas.reshape(4, K).numpy(), rtol=0, atol=1e-6)
     assert [(r.chrom, r.start, r.end, r.name) for r in read_bed(result.files["regions.bed"])] == [
         (w.chrom, w.start, w.end, w.name) for w in result.windows
     ]
@@ -247,7 +254,7 @@ def test_command_line_fasta_mode_with_reverse_complement(inputs, tmp_path, capsy
     ohe, attr = load_modisco_inputs(tmp_path / "o" / "ohe.npz", tmp_path / "o" / "attr.npz")
     forward = deep_lift_shap(MODEL, ohe, n_shuffles=2, random_state=0, hypothetical=True)
     backward = deep_lift_shap(MODEL, ohe.flip(1, 2), n_shuffles=2, random_state=0, hypothetical=True)
-    torch.testing.assert_close(attr, (forward + backward.flip(1, 2)) / 2, rtol=0, atol=0)
+    assert_same_but_rounding(attr, (forward + backward.flip(1, 2)) / 2)
     assert np.load(tmp_path / "o" / "deltas.npy").shape == (2 * 2 * 2,)
     assert main([*base, "--chroms", "chr1", "--out", str(tmp_path / "p")]) == 1
     assert "--chroms need --genome" in capsys.readouterr().err

@@ -28,8 +28,9 @@ the compiled kernels) or falls back to it; ``tests/test_fast_path.py`` checks th
 architecture matrix in float64 to 1e-10.
 
 The choice, :data:`BACKENDS`: ``"interpreter"`` (the reference implementation), ``"traced"``,
-``"compiled"``, or ``"auto"``: :func:`default_backend` per device, overridable with the
-environment variable ``DELTALIFT_BACKEND`` or :func:`set_default_backend`.  Inductor's on-disk
+``"compiled"``, or ``"auto"``: the interpreter for a signature's first call, then
+:func:`default_backend` (``"traced"``), overridable with the environment variable
+``DELTALIFT_BACKEND`` or :func:`set_default_backend`.  Inductor's on-disk
 cache is pointed to ``<deltalift cache>/inductor`` (:func:`deltalift.capture_cache.cache_dir`) unless
 ``TORCHINDUCTOR_CACHE_DIR`` is set, so a compiled program's kernels survive the process.
 """
@@ -89,12 +90,11 @@ def default_backend(device: torch.device) -> str:
     """What ``backend="auto"`` means on ``device``.
 
     ``set_default_backend`` wins, then the environment variable ``DELTALIFT_BACKEND``; else
-    ``"interpreter"`` on the CPU and ``"traced"`` elsewhere (under ``"auto"`` the first call
-    of a signature is always interpreted, so a signature explained once never pays for a
-    recording).  On the CPU the replayed program was measured no faster than the interpreter at
-    image sizes, where the kernels dominate, and ``"compiled"`` took minutes to compile
-    (``docs/performance.md``); on an accelerator the interpreter's per-op Python is what a call
-    waits for, which the replay removes (not measured here: no GPU was available).
+    ``"traced"`` on every device (under ``"auto"`` the first call of a signature is always
+    interpreted, so a signature explained once never pays for a recording).  On the CPU the
+    replayed program was measured faster than the interpreter on every architecture of
+    ``benchmarks/bench_deeplift.py`` (the rules' Python per op is gone), and ``"compiled"`` took
+    a minute to compile a ResNet-18 and was not faster (``docs/performance.md``).
     """
     if _default_override is not None:
         return _default_override
@@ -103,7 +103,7 @@ def default_backend(device: torch.device) -> str:
         check_backend(from_env)
         if from_env != "auto":
             return from_env
-    return "interpreter" if device.type == "cpu" else "traced"
+    return "traced"
 
 
 def _point_inductor_cache() -> None:
