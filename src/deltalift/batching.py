@@ -4,13 +4,14 @@ Two layouts of a DeepLIFT walk let a weighted op ``z = W a + b`` whose activatio
 only input-dependent argument run in fewer calls (the op treats the rows of ``a``
 independently, so the values are those of separate calls):
 
-- **a shared reference** (one reference row for the whole batch): where the weight is at least
-  as large as the activation (dense layers), input and reference rows go through one call on
-  ``cat([a, a0])``, so the weight is read once; where the activation is larger (convolutions on
-  images) the concatenation would copy more than the weight, and its output, one storage for
-  both sides, would keep the reference rows alive as long as the input rows (measured: a
-  DeepLift call on ResNet-50 took 1.54x the peak memory of an input gradient with it), so
-  the two sides run as two calls;
+- **a shared reference** (one reference row for the whole batch): where the weight is many times
+  larger than the activation (:data:`STACKED_WEIGHT_RATIO`; a classifier's dense layer on a few
+  rows), input and reference rows go through one call on ``cat([a, a0])``, so the weight is
+  read once; elsewhere the two sides run as two calls: on hundreds of token rows the
+  concatenation costs what it saves, and on convolutions over images it would copy more than
+  the weight, and its output, one storage for both sides, would keep the reference rows alive
+  as long as the input rows (measured: a DeepLift call on ResNet-50 took 1.54x the peak memory
+  of an input gradient with it);
 - **DeepLIFT-SHAP pairs** (:class:`BatchLayout` with ``groups > 1``): the batch holds each
   example repeated once per reference, so every input-side activation upstream of the first
   input-dependent mixing with a reference is repeated too; the op runs on one row per group
@@ -30,6 +31,11 @@ from deltalift.canonical import weighted_op
 from deltalift.rules.registry import Pair, is_pair, pairs_in
 
 Tensor = torch.Tensor
+
+
+#: How many times larger than the activation a weight must be for input and reference rows to go
+#: through a weighted op as one call.
+STACKED_WEIGHT_RATIO = 8
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,7 @@ def evaluate_weighted(
     grouped = _grouped_rows(op, args, position, layout)
     if grouped is not None:
         return grouped
-    if 2 * a.ref.shape[0] <= a.x.shape[0] and weight.numel() >= a.x.numel():
+    if 2 * a.ref.shape[0] <= a.x.shape[0] and weight.numel() >= STACKED_WEIGHT_RATIO * a.x.numel():
         return _stacked_rows(op, args, position)
     return None
 

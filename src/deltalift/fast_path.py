@@ -130,6 +130,11 @@ def _storage_key(t: Tensor) -> tuple[Any, ...]:
     return (t.untyped_storage().data_ptr(), tuple(t.shape), t.stride(), t.storage_offset(), t.dtype, t.device)
 
 
+def _equal(a: Tensor, b: Tensor) -> Tensor:
+    """``torch.equal`` as a tensor (a guard of the recorded program)."""
+    return torch.tensor(torch.equal(a, b))
+
+
 class _Recorder(TorchDispatchMode):
     """Runs every ATen op it sees and appends it to ``graph``; tensors are mapped to the nodes
     that produced them (weakly, so that recording frees values as the walk does)."""
@@ -211,8 +216,12 @@ class _Recorder(TorchDispatchMode):
             a, b = args[0], args[1]
             if a.shape != b.shape or a.dtype != b.dtype:
                 return  # decided by the (recorded) shapes alone
-            same = self.graph.call_function(aten.eq.Tensor, (self.node_of(a), self.node_of(b)))
-            self.guards.append((self.graph.call_function(aten.all.default, (same,)), bool(out)))
+            if a.device.type == "cpu":  # one pass that stops at the first difference, no boolean tensor
+                same = self.graph.call_function(_equal, (self.node_of(a), self.node_of(b)))
+            else:  # on an accelerator: no synchronisation per guard
+                same = self.graph.call_function(aten.eq.Tensor, (self.node_of(a), self.node_of(b)))
+                same = self.graph.call_function(aten.all.default, (same,))
+            self.guards.append((same, bool(out)))
         else:
             raise RecordingRefused(f"{func} takes a decision from the data that deltalift cannot guard")
 

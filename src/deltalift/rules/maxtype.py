@@ -80,12 +80,13 @@ class _RouteMax(torch.autograd.Function):
         per_window = (g * (y_flat - y0_flat)).div_(dx_w)
         near = near_zero(dx_w, ctx.eps, x_w, x0_w)
         if near is not None:
-            per_window.masked_fill_(near, 0.0)
+            per_window.index_put_(near, per_window.new_zeros(()))
         m = torch.zeros_like(planes).scatter_add_(p, winner, per_window)
         x_own, x0_own, dx_own = at(idx_flat)
         near_own = near_zero(dx_own, ctx.eps, x_own, x0_own)
         if near_own is not None:  # the ordinary gradient at near positions: g routed to the input's arg-max
-            m.scatter_add_(p, idx_flat, g.masked_fill(~near_own, 0.0))
+            g_near = torch.zeros_like(g).index_put_(near_own, g[near_own])
+            m.scatter_add_(p, idx_flat, g_near)
         return m.view(x.shape), None, None, None, None, None, None, None
 
 

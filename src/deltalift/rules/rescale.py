@@ -65,8 +65,11 @@ def secant_multiplier(
     near = near_zero(dx, eps, x, x0, difference)
     if near is None:
         return m
-    positions = near.expand(m.shape).nonzero(as_tuple=True)
-    m.index_put_(positions, derivative(positions).to(m.dtype))
+    if m.shape != dx.shape:  # a broadcast numerator: the positions in the multiplier's shape
+        mask = torch.zeros(dx.shape, dtype=torch.bool, device=dx.device)
+        mask[near] = True
+        near = mask.expand(m.shape).nonzero(as_tuple=True)
+    m.index_put_(near, derivative(near).to(m.dtype))
     return m
 
 
@@ -77,32 +80,35 @@ def _largest_magnitude(t: Tensor) -> Tensor:
     return torch.maximum(largest, -smallest)
 
 
-def near_zero(dx: Tensor, eps: float, x: Tensor, x0: Tensor, difference: bool = True) -> Tensor | None:
-    """``None`` when every ``|dx| > eps * max(|x|, |x0|)`` (the common case, decided from the
-    extremes alone), else the boolean mask of the positions where it does not hold; NaN
-    differences count as near.  Overwrites ``dx``.
+def near_zero(dx: Tensor, eps: float, x: Tensor, x0: Tensor, difference: bool = True) -> tuple[Tensor, ...] | None:
+    """The positions (index tensors, as ``nonzero(as_tuple=True)`` gives, in ``dx``'s shape) where
+    ``|dx| <= eps * max(|x|, |x0|)``, NaN differences counting as near; ``None`` where there is
+    none (the common case, decided from the extremes alone).  Overwrites ``dx``.
 
     ``difference``: ``dx`` is ``x - x0``.  Then ``|x| <= |x0| + |dx|``, so with ``eps <= 1/4``
-    every position passes when ``min |dx| > 2 eps max |x0|`` (``eps max(|x|, |x0|) <=
-    eps |x0| + eps |dx| < |dx| / 2 + |dx| / 4``, a margin far above rounding): the common case
+    every near position has ``|dx| <= 2 eps max |x0|`` (``eps max(|x|, |x0|) <= eps |x0| +
+    eps |dx| < |dx| / 2 + |dx| / 4`` otherwise, a margin far above rounding): the common case
     reads the reference (at batch size one when it is shared) and not the input.  Otherwise
     (RevealCancel's ``dz+``, which is not ``z - z0``) the bound is ``eps max(max |x|, max |x0|)``.
-    Either way a position the bound does not clear is decided by the exact test below, so the
-    gate changes how fast the answer comes, never the answer.
+    Positions within the bound are candidates, decided one by one by the exact test, so the
+    bound changes how fast the answer comes, never the answer.
     """
     magnitude = dx.abs_()
     if not magnitude.numel():
         return None
-    smallest = magnitude.amin()  # NaN if any difference is NaN: then the exact test runs
-    if difference:
-        cleared = eps <= 0.25 and bool(smallest > 2 * eps * _largest_magnitude(x0.detach()))
+    if difference and eps <= 0.25:
+        bound = 2 * eps * _largest_magnitude(x0.detach())
     else:
         bound = eps * torch.maximum(_largest_magnitude(x.detach()), _largest_magnitude(x0.detach()))
-        cleared = bool(smallest > bound)
-    if cleared:
+    bound = bound.nan_to_num(nan=float("inf"))  # eps = 0 with infinite values: every position is a candidate
+    if bool(magnitude.amin() > bound):  # NaN if any difference is NaN: then the candidates are found
         return None
     magnitude.nan_to_num_(nan=0.0)
-    return magnitude <= eps * torch.maximum(x.detach().abs(), x0.detach().abs())
+    candidates = (magnitude <= bound).nonzero(as_tuple=True)
+    scale = torch.maximum(x.detach().expand(dx.shape)[candidates].abs(), x0.detach().expand(dx.shape)[candidates].abs())
+    exact = magnitude[candidates] <= eps * scale
+    near = tuple(index[exact] for index in candidates)
+    return near if near[0].numel() else None
 
 
 def derivative_where(
