@@ -360,6 +360,8 @@ def test_near_zero_gate_never_changes_the_mask(dtype, eps):
                 expected = (x - x0).abs().nan_to_num(nan=0.0) <= eps * torch.maximum(x.abs(), x0.abs())
                 for difference in (True, False):
                     assert torch.equal(as_mask(near_zero(x - x0, eps, x, x0, difference), x), expected)
+                    if rows == "all" and factor == 0.0:  # every position near: returned as a mask
+                        assert near_zero(x - x0, eps, x, x0, difference)[0].dtype == torch.bool
     x, x0 = torch.tensor([1.0, float("inf"), 2.0], dtype=dtype), torch.tensor([1.0, float("inf"), 1.0], dtype=dtype)
     expected = (x - x0).abs().nan_to_num(nan=0.0) <= eps * torch.maximum(x.abs(), x0.abs())  # inf - inf: near
     assert torch.equal(as_mask(near_zero(x - x0, eps, x, x0), x), expected)

@@ -78,15 +78,14 @@ class _RouteMax(torch.autograd.Function):
         winner = torch.where(y_flat >= y0_flat, idx_flat, idx0.flatten(p).expand(idx_flat.shape))
         x_w, x0_w, dx_w = at(winner)
         per_window = (g * (y_flat - y0_flat)).div_(dx_w)
-        near = near_zero(dx_w, ctx.eps, x_w, x0_w)
+        near = near_zero(dx_w, ctx.eps, x_w, x0_w, as_mask=True)
         if near is not None:
-            per_window.index_put_(near, per_window.new_zeros(()))
+            per_window.masked_fill_(near[0], 0.0)
         m = torch.zeros_like(planes).scatter_add_(p, winner, per_window)
         x_own, x0_own, dx_own = at(idx_flat)
-        near_own = near_zero(dx_own, ctx.eps, x_own, x0_own)
+        near_own = near_zero(dx_own, ctx.eps, x_own, x0_own, as_mask=True)
         if near_own is not None:  # the ordinary gradient at near positions: g routed to the input's arg-max
-            g_near = torch.zeros_like(g).index_put_(near_own, g[near_own])
-            m.scatter_add_(p, idx_flat, g_near)
+            m.scatter_add_(p, idx_flat, g * near_own[0])
         return m.view(x.shape), None, None, None, None, None, None, None
 
 

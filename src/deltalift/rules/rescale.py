@@ -80,10 +80,13 @@ def _largest_magnitude(t: Tensor) -> Tensor:
     return torch.maximum(largest, -smallest)
 
 
-def near_zero(dx: Tensor, eps: float, x: Tensor, x0: Tensor, difference: bool = True) -> tuple[Tensor, ...] | None:
-    """The positions (index tensors, as ``nonzero(as_tuple=True)`` gives, in ``dx``'s shape) where
-    ``|dx| <= eps * max(|x|, |x0|)``, NaN differences counting as near; ``None`` where there is
-    none (the common case, decided from the extremes alone).  Overwrites ``dx``.
+def near_zero(
+    dx: Tensor, eps: float, x: Tensor, x0: Tensor, difference: bool = True, as_mask: bool = False
+) -> tuple[Tensor, ...] | None:
+    """The positions where ``|dx| <= eps * max(|x|, |x0|)``, NaN differences counting as near, as
+    an index into ``dx``'s shape (index tensors as ``nonzero(as_tuple=True)`` gives, or, where
+    they are many, a boolean mask in a 1-tuple); ``None`` where there is none (the common case,
+    decided from the extremes alone).  Overwrites ``dx``.
 
     ``difference``: ``dx`` is ``x - x0``.  Then ``|x| <= |x0| + |dx|``, so with ``eps <= 1/4``
     every near position has ``|dx| <= 2 eps max |x0|`` (``eps max(|x|, |x0|) <= eps |x0| +
@@ -91,7 +94,8 @@ def near_zero(dx: Tensor, eps: float, x: Tensor, x0: Tensor, difference: bool = 
     reads the reference (at batch size one when it is shared) and not the input.  Otherwise
     (RevealCancel's ``dz+``, which is not ``z - z0``) the bound is ``eps max(max |x|, max |x0|)``.
     Positions within the bound are candidates, decided one by one by the exact test, so the
-    bound changes how fast the answer comes, never the answer.
+    bound changes how fast the answer comes, never the answer.  ``as_mask``: always a mask (its
+    shape does not depend on the data, which a recorded program then need not guard).
     """
     magnitude = dx.abs_()
     if not magnitude.numel():
@@ -104,11 +108,19 @@ def near_zero(dx: Tensor, eps: float, x: Tensor, x0: Tensor, difference: bool = 
     if bool(magnitude.amin() > bound):  # NaN if any difference is NaN: then the candidates are found
         return None
     magnitude.nan_to_num_(nan=0.0)
-    candidates = (magnitude <= bound).nonzero(as_tuple=True)
-    scale = torch.maximum(x.detach().expand(dx.shape)[candidates].abs(), x0.detach().expand(dx.shape)[candidates].abs())
-    exact = magnitude[candidates] <= eps * scale
-    near = tuple(index[exact] for index in candidates)
+    candidates = magnitude <= bound
+    x, x0 = x.detach().expand(dx.shape), x0.detach().expand(dx.shape)
+    if as_mask or bool(torch.count_nonzero(candidates) * DENSE_FRACTION > magnitude.numel()):  # many: a mask
+        return (magnitude <= eps * torch.maximum(x.abs(), x0.abs()),)
+    positions = candidates.nonzero(as_tuple=True)
+    exact = magnitude[positions] <= eps * torch.maximum(x[positions].abs(), x0[positions].abs())
+    near = tuple(index[exact] for index in positions)
     return near if near[0].numel() else None
+
+
+#: Above one candidate in this many positions, :func:`near_zero` decides every position at once
+#: (a boolean mask) rather than the candidates one by one (their indices).
+DENSE_FRACTION = 16
 
 
 def derivative_where(
