@@ -19,6 +19,7 @@ summation-to-delta.  The method classes (``DeepLift``, ``LayerDeepLift``, ``Neur
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -140,6 +141,7 @@ def run_graph(
     they depend on the explained inputs."""
     plan = plan or Plan(free_after=program.free_after)
     layout = layout or BatchLayout(rows=0)
+    folded: set[torch.fx.Node] = set()  # the batch norms folded into their convolution in this walk
 
     def evaluate(node: torch.fx.Node, args: Any, kwargs: Any, env: dict[torch.fx.Node, Any]) -> Any:
         ctx.node = node
@@ -158,10 +160,11 @@ def run_graph(
                 source = aligned(env[weighted.source])
                 return reveal_cancel(source, args[0], f, weighted.op(env.__getitem__), ctx.eps)
             norm = plan.folded_batch_norms.get(node)
-            if norm is not None and not _reads(node, norm, tap, until):
+            if norm is not None and not _reads(node, norm, tap, until) and _folding_pays(args):
                 statistics = [env[a] if isinstance(a, torch.fx.Node) else a for a in norm.args[1:]]
                 args = _with_batch_norm_folded(args, statistics)
-            elif node in plan.batch_norms_folded and not _reads(node.args[0], node, tap, until):
+                folded.add(norm)
+            elif node in folded:
                 return (args[0], None, None)  # the convolution's value is already normalised
             if node in plan.scale_products:
                 scale = plan.scale_products[node]
@@ -184,6 +187,27 @@ def _reads(convolution: Any, norm: torch.fx.Node, tap: Tap | None, until: torch.
     """Whether a layer tap or the end of the walk is at a convolution or its batch norm (then
     neither is folded: the convolution's own output is read)."""
     return (tap is not None and tap[0] in (convolution, norm)) or until in (convolution, norm)
+
+
+def _folding_pays(conv_args: Any) -> bool:
+    """Whether folding a batch norm into this convolution costs less than the batch norm: the
+    fold makes a new weight (a pass over the weight, into fresh memory) where the batch norm
+    makes passes over the output (forward on both sides, backward).  Folded where the output
+    (estimated from the input, the channels and the strides) is at least twice the weight."""
+    a, weight = conv_args[0], conv_args[1]
+    x = a.x if isinstance(a, Pair) else a
+    if not isinstance(x, Tensor) or x.ndim < 3 or not isinstance(weight, Tensor):
+        return False
+    stride = math.prod(conv_args[3]) if len(conv_args) > 3 else 1
+    transposed = len(conv_args) > 6 and conv_args[6]
+    out_channels = weight.shape[1] * conv_args[8] if transposed else weight.shape[0]
+    output = x.numel() // x.shape[1] * out_channels
+    output = output * stride if transposed else output // max(stride, 1)
+    return output >= FOLDING_OUTPUT_RATIO * weight.numel()
+
+
+#: How many times the weight a convolution's output must be for its batch norm to be folded in.
+FOLDING_OUTPUT_RATIO = 2
 
 
 def _with_batch_norm_folded(conv_args: Any, norm_args: list[Any]) -> Any:
