@@ -483,6 +483,14 @@ def _last_uses(graph: torch.fx.Graph) -> dict[torch.fx.Node, list[torch.fx.Node]
     return free_after
 
 
+def live_state(model: nn.Module, targets: list[str]) -> dict[str, torch.Tensor]:
+    """The model's live parameters and buffers ``targets`` (dotted names), detached, read with one
+    walk over the modules (a walk per name costs more than the smaller models' ops)."""
+    found: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
+    found.update(model.named_buffers(remove_duplicate=False))
+    return {t: (found[t] if t in found else state_value(model, t)).detach() for t in targets}
+
+
 def state_value(model: nn.Module, target: str) -> torch.Tensor:
     """The model's live parameter or buffer ``target`` (dotted name)."""
     module_path, _, name = target.rpartition(".")

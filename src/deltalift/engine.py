@@ -31,7 +31,7 @@ from torch.fx.node import map_arg
 
 from deltalift.batching import BatchLayout, evaluate_weighted
 from deltalift.canonical import weighted_op
-from deltalift.capture import CapturedProgram, capture, layer_in, state_value, with_target
+from deltalift.capture import CapturedProgram, capture, layer_in, live_state, with_target
 from deltalift.convergence import check_summation
 from deltalift.errors import MissingRuleError, UnsupportedOperationError
 from deltalift.fast_path import check_backend, default_backend
@@ -95,6 +95,8 @@ def walk_graph(
     """
     free_after = program.free_after if free_after is None else free_after
     taps = _tap_table(tap)
+    if state is None:
+        state = live_state(model, [key for kind, key in program.placeholders if kind == "state"])
     env: dict[torch.fx.Node, Any] = {}
     placeholder_index = 0
     result: Any = None
@@ -103,7 +105,7 @@ def walk_graph(
             kind, key = program.placeholders[placeholder_index]
             placeholder_index += 1
             if kind == "state":
-                env[node] = state[key] if state is not None else state_value(model, key).detach()
+                env[node] = state[key]
             elif kind == "constant":
                 env[node] = program.constants[key]
             else:
@@ -435,7 +437,8 @@ def _deeplift_recorded(
         return None
     batch = tensors[0].shape[0]
     state_keys = [key for kind, key in program.placeholders if kind == "state"]
-    state = [state_value(module, key).detach() for key in state_keys]
+    live = live_state(module, state_keys)
+    state = [live[key] for key in state_keys]
     n, n_state = len(tensors), len(state_keys)
     target_input = target if isinstance(target, Tensor) else None
     inputs: list[Any] = [*state, *tensors, *(r.detach() for r in references), *extra, target_input]
