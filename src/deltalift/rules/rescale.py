@@ -244,8 +244,10 @@ def _relu(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, An
     is the slope there, 1 or 0, exactly: the derivative at the reference, which the general
     rule's near-zero fallback would give.  Where they lie on opposite sides, ``|x - x0| >=
     max(|x|, |x0|)``, never near zero.  So the fallback can only change positions where
-    ``x == x0`` (``0 / 0``); their NaN shows in the multipliers' sum, and only then does the
-    general rule run.  The values are the general rule's.
+    ``x == x0`` (``0 / 0``, as where both sides are zero after a ReLU and a convolution): their
+    NaN shows in the multipliers' sum, and only then are they given the derivative at the
+    reference, ``relu'(x0) = 1{x0 > 0}``.  The values are the general rule's (an input that is
+    NaN itself makes the output NaN, which deltalift refuses to explain).
     """
     if kwargs or len(args) != 1 or not isinstance(args[0], Pair) or not is_float_tensor(args[0].x):
         return _rescale(ctx, op, args, kwargs)
@@ -254,8 +256,10 @@ def _relu(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, An
         x, x0 = pair.x.detach(), pair.ref
         y, y0 = torch.relu(x), torch.relu(x0)
         m = torch.sub(y, y0).div_(torch.sub(x, x0))
-        if m.numel() and not bool(torch.isfinite(m.sum())):
-            m = rescale_multiplier(torch.relu, x, x0, y, y0, ctx.eps, pointwise=True)
+        if m.numel() and not bool(torch.isfinite(m.sum())):  # 0 / 0 where x == x0: relu'(x0) there
+            slope = (x0 > 0).to(m.dtype)
+            at_nan_one = torch.nan_to_num(m, nan=1.0)
+            m.nan_to_num_(nan=0.0).add_(at_nan_one.sub_(m).mul_(slope))
     return Pair(with_multipliers(y, [pair.x], [m]), y0)
 
 
