@@ -391,3 +391,39 @@ def test_other_exponents_keep_the_general_rescale():
     x, ref = t([[2.0]]), t([[1.0]])
     multipliers, _ = attribute(lambda v: v**3, x, ref, multiply_by_inputs=False, target=0)
     assert multipliers.tolist() == [[7.0]]  # (8 - 1) / (2 - 1)
+
+
+class _NativeLayerNorm(nn.Module):
+    """``native_layer_norm`` with its mean read (times zero) or not: the rule composes the chain
+    op by op where the mean is read, in one step where it is not."""
+
+    def __init__(self, read_mean: bool) -> None:
+        super().__init__()
+        self.read_mean = read_mean
+        g = torch.Generator().manual_seed(3)
+        self.weight = nn.Parameter(torch.rand(6, generator=g, dtype=DTYPE) + 0.5)
+        self.bias = nn.Parameter(torch.randn(6, generator=g, dtype=DTYPE))
+        self.head = nn.Linear(6, 2).to(DTYPE)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.randn(2, 6, generator=g, dtype=DTYPE))
+
+    def forward(self, x):
+        out, mean, _ = torch.native_layer_norm(x, [6], self.weight, self.bias, 1e-5)
+        h = torch.tanh(out)
+        if self.read_mean:
+            h = h + 0.0 * mean
+        return self.head(h).sum(1)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_normalisation_in_one_step_equals_the_chain_of_rules(shared):
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 6, dtype=DTYPE)
+    ref = torch.randn(1 if shared else 3, 4, 6, dtype=DTYPE) * 0.3
+    ref[..., 0, :] = 0.7  # a row with zero variance
+    one_step, delta = DeepLift(_NativeLayerNorm(False).eval()).attribute(
+        x, ref, target=1, return_convergence_delta=True
+    )
+    chain = DeepLift(_NativeLayerNorm(True).eval()).attribute(x, ref, target=1)
+    torch.testing.assert_close(one_step, chain, rtol=1e-10, atol=1e-12)
+    assert delta.abs().max() < 1e-10

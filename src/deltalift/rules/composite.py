@@ -17,6 +17,7 @@ float64), not only exactness:
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ from deltalift.errors import UnsupportedOperationError
 from deltalift.rules.linear import linear
 from deltalift.rules.logsumexp import logsumexp_pair, softmax_pair
 from deltalift.rules.multipliers import with_multipliers
+from deltalift.rules.normalise import normalise_pair
 from deltalift.rules.product import scale_product
 from deltalift.rules.registry import OpRule, Pair, RuleContext, is_pair, same_on_both_sides
 from deltalift.rules.rescale import rescale_multiplier
@@ -56,14 +58,27 @@ def _logsumexp(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[st
     return out if keepdim else ctx.call(aten.squeeze.dims, out, dims)
 
 
-def _normalise(ctx: RuleContext, pair: Any, dims: list[int], eps: float) -> tuple[Any, Any, Any]:
+def _normalise(ctx: RuleContext, op: Any, pair: Any, dims: list[int], eps: float) -> tuple[Any, Any, Any]:
     """``(x - mean) * rsqrt(var + eps)`` over ``dims`` (biased variance), mean and rstd; the
-    product with the scale split of :func:`~deltalift.rules.product.scale_product`."""
+    product with the scale split of :func:`~deltalift.rules.product.scale_product`.  Where the
+    norm's mean and rstd are not read, the chain runs in one step
+    (:func:`~deltalift.rules.normalise.normalise_pair`) and they are ``None``."""
+    if not _statistics_read(ctx, op):
+        return normalise_pair(pair, dims, eps, ctx.eps), None, None
     mean = ctx.call(aten.mean.dim, pair, dims, True)
     centred = ctx.call(aten.sub.Tensor, pair, mean)
     var = ctx.call(aten.mean.dim, ctx.call(aten.pow.Tensor_Scalar, centred, 2), dims, True)
     rstd = ctx.call(aten.rsqrt.default, ctx.call(aten.add.Tensor, var, eps))
     return scale_product(centred, rstd), mean, rstd
+
+
+def _statistics_read(ctx: RuleContext, op: Any) -> bool:
+    """Whether the graph reads the mean or rstd output of the norm ``op`` being evaluated (not
+    known, so assumed, when the rule is called from another rule)."""
+    node = ctx.node
+    if node is None or node.target is not op:
+        return True
+    return any(user.target is not operator.getitem or user.args[1] != 0 for user in node.users)
 
 
 def _layer_norm(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -72,7 +87,7 @@ def _layer_norm(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[s
     if not is_pair(pair):
         return linear(ctx, op, args, kwargs)
     dims = list(range(pair.x.ndim - len(shape), pair.x.ndim))
-    out, mean, rstd = _normalise(ctx, pair, dims, eps)
+    out, mean, rstd = _normalise(ctx, op, pair, dims, eps)
     if weight is not None:
         out = ctx.call(aten.mul.Tensor, out, weight)
     if bias is not None:
@@ -87,13 +102,15 @@ def _group_norm(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[s
         return linear(ctx, op, args, kwargs)
     shape = pair.x.shape
     grouped = Pair(pair.x.reshape(shape[0], groups, -1), pair.ref.reshape(pair.ref.shape[0], groups, -1))
-    out, mean, rstd = _normalise(ctx, grouped, [2], eps)
+    out, mean, rstd = _normalise(ctx, op, grouped, [2], eps)
     out = Pair(out.x.reshape(shape), out.ref.reshape((pair.ref.shape[0],) + tuple(shape[1:])))
     affine_shape = [1, channels] + [1] * (len(shape) - 2)
     if weight is not None:
         out = ctx.call(aten.mul.Tensor, out, weight.reshape(affine_shape))
     if bias is not None:
         out = ctx.call(aten.add.Tensor, out, bias.reshape(affine_shape))
+    if mean is None:
+        return _contiguous(out), None, None
     return _contiguous(out), ctx.call(aten.squeeze.dim, mean, -1), ctx.call(aten.squeeze.dim, rstd, -1)
 
 
@@ -110,12 +127,14 @@ def _batch_norm_input_stats(ctx: RuleContext, op: Any, args: tuple[Any, ...], kw
         return linear(ctx, op, args, kwargs)
     ndim = pair.x.ndim
     dims = [0] + list(range(2, ndim))
-    out, mean, rstd = _normalise(ctx, pair, dims, eps)
+    out, mean, rstd = _normalise(ctx, op, pair, dims, eps)
     affine_shape = [1, pair.x.shape[1]] + [1] * (ndim - 2)  # (InstanceNorm repeats its weight per example)
     if weight is not None:
         out = ctx.call(aten.mul.Tensor, out, ctx.call(aten.reshape.default, weight, affine_shape))
     if bias is not None:
         out = ctx.call(aten.add.Tensor, out, ctx.call(aten.reshape.default, bias, affine_shape))
+    if mean is None:
+        return _contiguous(out), None, None
     return _contiguous(out), ctx.call(aten.reshape.default, mean, [-1]), ctx.call(aten.reshape.default, rstd, [-1])
 
 
