@@ -33,7 +33,11 @@ ReduceFn = Callable[[Tensor], tuple[Tensor, Tensor]]
 
 class _RouteMax(torch.autograd.Function):
     """``(y, idx) = reduce_fn(x)`` where ``idx`` indexes the flattened trailing dims of ``x``
-    (from ``plane_dims`` on); backward routes ``g * (y - y0)`` as described above."""
+    (from ``plane_dims`` on); backward routes ``g * (y - y0)`` as described above.
+
+    What backward reads of ``x`` and ``x0`` is one value per window: at the input's arg-max
+    (``y``, and the reference there) and at the reference's (the input there, and ``y0``), so
+    those are gathered in forward and the pooled input itself is not kept."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -50,43 +54,44 @@ class _RouteMax(torch.autograd.Function):
         y, idx = reduce_fn(x)
         ctx.mark_non_differentiable(idx)
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(x, x0, y, y0, idx, idx0)
+        p = plane_dims
+        planes = x.flatten(p)
+        idx_flat, idx0_flat = idx.flatten(p), idx0.flatten(p).expand(idx.flatten(p).shape)
+        if mode == "gradient":
+            ctx.save_for_backward(idx)
+        else:
+            x_at_reference_argmax = planes.gather(p, idx0_flat)
+            reference_at_argmax = x0.flatten(p).expand(planes.shape).gather(p, idx_flat)
+            ctx.save_for_backward(idx, idx0, y, y0, x_at_reference_argmax, reference_at_argmax)
+        ctx.shapes = (x.shape, planes.shape)
         ctx.plane_dims, ctx.eps, ctx.mode = plane_dims, eps, mode
         return y, idx
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor, _grad_idx: Any) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        x, x0, y, y0, idx, idx0 = ctx.saved_tensors
-        p = ctx.plane_dims
-        planes = x.flatten(p)
+        p, (x_shape, planes_shape) = ctx.plane_dims, ctx.shapes
         g = grad.flatten(p)
-        idx_flat = idx.flatten(p)
-
-        def plain() -> Tensor:  # the ordinary gradient: g routed to the input's arg-max
-            return torch.zeros_like(planes).scatter_add_(p, idx_flat, g)
-
-        if ctx.mode == "gradient":
-            return plain().view(x.shape), None, None, None, None, None, None, None
-        x0_planes = x0.flatten(p).expand(planes.shape)  # a view: a shared reference is not copied
-
-        def at(index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-            """Input, reference and their difference at one position per window."""
-            x_at, x0_at = planes.gather(p, index), x0_planes.gather(p, index)
-            return x_at, x0_at, x_at - x0_at
-
+        idx_flat = ctx.saved_tensors[0].flatten(p)
+        m = g.new_zeros(planes_shape)
+        if ctx.mode == "gradient":  # the ordinary gradient: g routed to the input's arg-max
+            return m.scatter_add_(p, idx_flat, g).view(x_shape), None, None, None, None, None, None, None
+        _, idx0, y, y0, x_at_reference_argmax, reference_at_argmax = ctx.saved_tensors
         y_flat, y0_flat = y.flatten(p), y0.flatten(p)
-        winner = torch.where(y_flat >= y0_flat, idx_flat, idx0.flatten(p).expand(idx_flat.shape))
-        x_w, x0_w, dx_w = at(winner)
+        to_input = y_flat >= y0_flat
+        winner = torch.where(to_input, idx_flat, idx0.flatten(p).expand(idx_flat.shape))
+        x_w = torch.where(to_input, y_flat, x_at_reference_argmax)  # the input at the routed position
+        x0_w = torch.where(to_input, reference_at_argmax, y0_flat)  # the reference there
+        dx_w = x_w - x0_w
         per_window = (g * (y_flat - y0_flat)).div_(dx_w)
         near = near_zero(dx_w, ctx.eps, x_w, x0_w, as_mask=True)
         if near is not None:
             per_window.masked_fill_(near[0], 0.0)
-        m = torch.zeros_like(planes).scatter_add_(p, winner, per_window)
-        x_own, x0_own, dx_own = at(idx_flat)
-        near_own = near_zero(dx_own, ctx.eps, x_own, x0_own, as_mask=True)
+        m.scatter_add_(p, winner, per_window)
+        dx_own = y_flat - reference_at_argmax
+        near_own = near_zero(dx_own, ctx.eps, y_flat, reference_at_argmax, as_mask=True)
         if near_own is not None:  # the ordinary gradient at near positions: g routed to the input's arg-max
             m.scatter_add_(p, idx_flat, g * near_own[0])
-        return m.view(x.shape), None, None, None, None, None, None, None
+        return m.view(x_shape), None, None, None, None, None, None, None
 
 
 def _route(ctx: RuleContext, pair: Pair, reduce_fn: ReduceFn, plane_dims: int) -> tuple[Pair, Pair]:
