@@ -26,10 +26,10 @@ import warnings
 from collections.abc import Callable
 
 import torch
-import torchvision
 
 from deltalift.engine import DeepLiftOptions, deeplift
 from machine import describe
+from models import torchvision_model
 
 MODELS = ("resnet50", "efficientnet_b0", "vit_b_16", "convnext_tiny", "mobilenet_v3_large", "vgg11", "resnet18")
 
@@ -75,14 +75,15 @@ def captum_deeplift(model: torch.nn.Module, x: torch.Tensor, target: int) -> tor
 
 
 def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).abs().max() / (b.float().abs().max() + 1e-30))
+    a, b = a.detach().float(), b.detach().float()
+    return float((a - b).abs().max() / (b.abs().max() + 1e-30))
 
 
 def benchmark(name: str, args: argparse.Namespace) -> list[str]:
     """The rows of one architecture: first calls, warm medians, ratios to the gradient."""
     torch.manual_seed(0)
     dtype = getattr(torch, args.dtype)
-    model = getattr(torchvision.models, name)().to(args.device, dtype).eval()
+    model = torchvision_model(name).to(args.device, dtype)
     x = torch.randn(args.batch, 3, args.size, args.size, device=args.device, dtype=dtype)
     fns: dict[str, Callable[[], object]] = {"grad": lambda: input_gradient(model, x, 3)}
     for backend in args.backends:

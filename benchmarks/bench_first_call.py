@@ -36,15 +36,15 @@ def child(model_name: str, batch: int, size: int, threads: int, out: Path) -> No
     """One fresh process: build the model, time the first and a warm DeepLift call."""
     started = time.perf_counter()
     import torch
-    import torchvision
 
     import deltalift.capture as capture_module
     from deltalift import DeepLift
+    from models import torchvision_model
 
     imported = time.perf_counter() - started
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = getattr(torchvision.models, model_name)().eval()
+    model = torchvision_model(model_name)
     x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
 
     spent: list[float] = []

@@ -25,7 +25,8 @@ import threading
 import time
 
 import torch
-import torchvision
+
+from models import torchvision_model
 
 MODELS = ("resnet50", "efficientnet_b0", "vit_b_16", "convnext_tiny", "mobilenet_v3_large", "vgg11", "resnet18")
 
@@ -55,7 +56,7 @@ def call(tool: str, model: torch.nn.Module, x: torch.Tensor, backend: str) -> No
 def measure_one(tool: str, name: str, size: int, batch: int, backend: str, device: str) -> int:
     """The peak memory of one call, in bytes, measured in this (fresh) process."""
     torch.manual_seed(0)
-    model = getattr(torchvision.models, name)().to(device).eval()
+    model = torchvision_model(name).to(device)
     x = torch.randn(batch, 3, size, size, device=device)
     call(tool, model, x[:2].clone(), backend)  # warm-up: capture, allocator start-up
     if device == "cuda":
