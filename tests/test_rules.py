@@ -427,3 +427,23 @@ def test_normalisation_in_one_step_equals_the_chain_of_rules(shared):
     chain = DeepLift(_NativeLayerNorm(True).eval()).attribute(x, ref, target=1)
     torch.testing.assert_close(one_step, chain, rtol=1e-10, atol=1e-12)
     assert delta.abs().max() < 1e-10
+
+
+def test_bmm_with_one_matrix_for_every_batch_is_one_matrix_product():
+    """``bmm(a, W.expand(L, K, M))`` (``F.linear`` on a permuted activation, decomposed) equals the
+    batched product, and DeepLIFT through it is the Linear rule's (a ViT-like token projection)."""
+    from deltalift.rules.product import _one_matrix_for_all_batches, _rows_times_matrix
+
+    g = torch.Generator().manual_seed(1)
+    a, w = torch.randn(5, 3, 4, generator=g, dtype=DTYPE), torch.randn(4, 6, generator=g, dtype=DTYPE)
+    expanded = w.expand(5, 4, 6)
+    assert _one_matrix_for_all_batches(expanded) and not _one_matrix_for_all_batches(expanded.contiguous())
+    torch.testing.assert_close(_rows_times_matrix(a, expanded), torch.bmm(a, expanded), rtol=1e-14, atol=1e-14)
+
+    def tokens_first(v):  # (n, L, K) -> (L, n, K) @ W -> sum
+        return torch.bmm(v.transpose(0, 1), w.expand(v.shape[1], 4, 6)).sum((0, 2))[:, None]
+
+    x = torch.randn(3, 5, 4, generator=g, dtype=DTYPE)
+    contributions, delta = attribute(tokens_first, x, 0.0, target=0)
+    torch.testing.assert_close(contributions, x * w.sum(1), rtol=1e-12, atol=1e-12)  # linear: W's row sums
+    assert delta.abs().max() < 1e-12

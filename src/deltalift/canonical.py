@@ -7,7 +7,8 @@ the model.  Three things live here, shared by RevealCancel, LRP and the engine's
 - :class:`WeightedOp`: a dense or convolution op with its evaluated weight and bias, with
   ``z = op(a)`` and its transpose ``J^T s`` (computed without a forward pass);
 - :meth:`WeightedOp.fold_batch_norm`: an eval-mode batch norm after the op folded into it
-  (Zennit's ``MergeBatchNorm``)::
+  (Zennit's ``MergeBatchNorm``; the DeepLIFT walk folds where :func:`batch_norm_folding_pays`,
+  :func:`with_batch_norm_folded`)::
 
       scale = gamma / sqrt(var + eps),   W' = W * scale,   b' = (b - mean) * scale + beta
 
@@ -20,6 +21,7 @@ the model.  Three things live here, shared by RevealCancel, LRP and the engine's
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -127,6 +129,36 @@ def _dense(a: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
 
 def _dense_backward(s: Tensor, a: Tensor, w: Tensor) -> Tensor:
     return aten.mm(s, w.t())
+
+
+def batch_norm_folding_pays(x: Any, conv_args: Sequence[Any]) -> bool:
+    """Whether folding a batch norm into a convolution of ``x`` costs less than the batch norm:
+    the fold makes a new weight (a pass over the weight, into fresh memory) where the batch norm
+    makes passes over the output (forward on both sides, backward).  Folded where the output
+    (estimated from the input, the channels and the strides) is at least twice the weight."""
+    weight = conv_args[1]
+    if not isinstance(x, Tensor) or x.ndim < 3 or not isinstance(weight, Tensor):
+        return False
+    stride = math.prod(conv_args[3]) if len(conv_args) > 3 else 1
+    transposed = len(conv_args) > 6 and conv_args[6]
+    out_channels = weight.shape[1] * conv_args[8] if transposed else weight.shape[0]
+    output = x.numel() // x.shape[1] * out_channels
+    output = output * stride if transposed else output // max(stride, 1)
+    return output >= FOLDING_OUTPUT_RATIO * weight.numel()
+
+
+#: How many times the weight a convolution's output must be for its batch norm to be folded in.
+FOLDING_OUTPUT_RATIO = 2
+
+
+def with_batch_norm_folded(conv_args: Sequence[Any], norm_args: Sequence[Any]) -> tuple[Any, ...]:
+    """A convolution's arguments with the eval-mode batch norm after it folded into its weight
+    and bias (``norm_args``: the batch norm's weight, bias, running mean and variance, momentum, eps)."""
+    folded = weighted_op(aten.convolution.default, conv_args, 0)
+    assert folded is not None
+    gamma, beta, mean, var, _, eps = norm_args
+    folded = folded.fold_batch_norm(gamma, beta, mean, var, eps)
+    return (conv_args[0], folded.weight, folded.bias, *conv_args[3:])
 
 
 @dataclass

@@ -19,7 +19,6 @@ summation-to-delta.  The method classes (``DeepLift``, ``LayerDeepLift``, ``Neur
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -30,7 +29,7 @@ from torch import nn
 from torch.fx.node import map_arg
 
 from deltalift.batching import BatchLayout, evaluate_weighted
-from deltalift.canonical import weighted_op
+from deltalift.canonical import batch_norm_folding_pays, with_batch_norm_folded
 from deltalift.capture import CapturedProgram, capture, layer_in, live_state, with_target
 from deltalift.convergence import check_summation
 from deltalift.errors import MissingRuleError, UnsupportedOperationError
@@ -54,7 +53,6 @@ from deltalift.rules.registry import (
 from deltalift.rules.reveal_cancel import reveal_cancel
 
 Tensor = torch.Tensor
-aten = torch.ops.aten
 
 #: How a walk evaluates one ``call_function`` node: ``(node, args, kwargs, env) -> value``.
 Evaluate = Callable[[torch.fx.Node, Any, Any, dict[torch.fx.Node, Any]], Any]
@@ -148,7 +146,7 @@ def run_graph(
     def evaluate(node: torch.fx.Node, args: Any, kwargs: Any, env: dict[torch.fx.Node, Any]) -> Any:
         ctx.node = node
         if node in plan.input_sizes:
-            args, kwargs = input_side_sizes(args), input_side_sizes(kwargs)
+            args, kwargs = _input_side_sizes(args), _input_side_sizes(kwargs)
         if node in plan.aligned_arguments:
             args, kwargs = align_pairs(args), align_pairs(kwargs)
         try:
@@ -162,9 +160,13 @@ def run_graph(
                 source = aligned(env[weighted.source])
                 return reveal_cancel(source, args[0], f, weighted.op(env.__getitem__), ctx.eps)
             norm = plan.folded_batch_norms.get(node)
-            if norm is not None and not _reads(node, norm, tap, until) and _folding_pays(args):
+            if (
+                norm is not None
+                and not _reads(node, norm, tap, until)
+                and batch_norm_folding_pays(_input_side(args[0]), args)
+            ):
                 statistics = [env[a] if isinstance(a, torch.fx.Node) else a for a in norm.args[1:]]
-                args = _with_batch_norm_folded(args, statistics)
+                args = with_batch_norm_folded(args, statistics)
                 folded.add(norm)
             elif node in folded:
                 return (args[0], None, None)  # the convolution's value is already normalised
@@ -191,38 +193,11 @@ def _reads(convolution: Any, norm: torch.fx.Node, tap: Tap | None, until: torch.
     return (tap is not None and tap[0] in (convolution, norm)) or until in (convolution, norm)
 
 
-def _folding_pays(conv_args: Any) -> bool:
-    """Whether folding a batch norm into this convolution costs less than the batch norm: the
-    fold makes a new weight (a pass over the weight, into fresh memory) where the batch norm
-    makes passes over the output (forward on both sides, backward).  Folded where the output
-    (estimated from the input, the channels and the strides) is at least twice the weight."""
-    a, weight = conv_args[0], conv_args[1]
-    x = a.x if isinstance(a, Pair) else a
-    if not isinstance(x, Tensor) or x.ndim < 3 or not isinstance(weight, Tensor):
-        return False
-    stride = math.prod(conv_args[3]) if len(conv_args) > 3 else 1
-    transposed = len(conv_args) > 6 and conv_args[6]
-    out_channels = weight.shape[1] * conv_args[8] if transposed else weight.shape[0]
-    output = x.numel() // x.shape[1] * out_channels
-    output = output * stride if transposed else output // max(stride, 1)
-    return output >= FOLDING_OUTPUT_RATIO * weight.numel()
+def _input_side(value: Any) -> Any:
+    return value.x if isinstance(value, Pair) else value
 
 
-#: How many times the weight a convolution's output must be for its batch norm to be folded in.
-FOLDING_OUTPUT_RATIO = 2
-
-
-def _with_batch_norm_folded(conv_args: Any, norm_args: list[Any]) -> Any:
-    """A convolution's arguments with the eval-mode batch norm after it folded into its weight
-    and bias (``norm_args``: the batch norm's weight, bias, running mean and variance, momentum, eps)."""
-    folded = weighted_op(aten.convolution.default, conv_args, 0)
-    assert folded is not None
-    gamma, beta, mean, var, _, eps = norm_args
-    folded = folded.fold_batch_norm(gamma, beta, mean, var, eps)
-    return (conv_args[0], folded.weight, folded.bias, *conv_args[3:])
-
-
-def input_side_sizes(tree: Any) -> Any:
+def _input_side_sizes(tree: Any) -> Any:
     """Every Pair of sizes in an op's arguments replaced by the input side's size."""
     return map_pairs(tree, lambda p: p.x if is_size_pair(p) else p)
 
