@@ -447,3 +447,10 @@ def test_bmm_with_one_matrix_for_every_batch_is_one_matrix_product():
     contributions, delta = attribute(tokens_first, x, 0.0, target=0)
     torch.testing.assert_close(contributions, x * w.sum(1), rtol=1e-12, atol=1e-12)  # linear: W's row sums
     assert delta.abs().max() < 1e-12
+
+
+def test_a_power_with_a_tensor_exponent_keeps_the_general_rule():
+    exponent = t([2.0, 3.0])
+    x, ref = t([[2.0, 2.0]]), t([[1.0, 1.0]])
+    multipliers, _ = attribute(lambda v: torch.pow(v, exponent).sum(1, keepdim=True), x, ref, multiply_by_inputs=False)
+    assert multipliers.tolist() == [[3.0, 7.0]]  # (4 - 1) / 1 and (8 - 1) / 1

@@ -57,9 +57,8 @@ def secant_multiplier(
     ``dy`` and ``dx`` are fresh tensors and are overwritten (this runs on every nonlinearity, so
     it avoids allocations): the common case costs a division, an ``abs`` and a reduction.
     NaN differences (``inf - inf``, e.g. masked attention logits) count as near and take the
-    derivative.  ``derivative(near)`` returns the derivative at the positions ``near`` (a tuple
-    of index tensors into ``dy``'s shape, as ``nonzero(as_tuple=True)`` gives).  ``difference``:
-    ``dx`` is ``x - x0`` (see :func:`near_zero`).
+    derivative.  ``derivative(near)`` returns the derivative at the positions ``near`` (an index
+    into ``dy``'s shape as :func:`near_zero` gives it).  ``difference``: ``dx`` is ``x - x0``.
     """
     m = dy.div_(dx) if dy.shape == dx.shape else dy / dx
     near = near_zero(dx, eps, x, x0, difference)
@@ -269,7 +268,7 @@ def _power(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, A
     has none of the cancellation of the difference of squares (the variance of norms squares
     centred activations).  Any other exponent, or two input-dependent arguments: the general rule."""
     exponent = 2 if op.overloadpacket is torch.ops.aten.square else args[1] if len(args) > 1 else None
-    if kwargs or exponent != 2 or isinstance(exponent, Tensor) or not isinstance(args[0], Pair):
+    if kwargs or isinstance(exponent, Tensor) or exponent != 2 or not isinstance(args[0], Pair):
         return _rescale(ctx, op, args, kwargs)
     pair = args[0]
     if not is_float_tensor(pair.x):
