@@ -49,6 +49,7 @@ from deltalift.rules.registry import (
     default_registry,
     is_size_pair,
     map_pairs,
+    side,
 )
 from deltalift.rules.reveal_cancel import reveal_cancel
 
@@ -163,7 +164,7 @@ def run_graph(
             if (
                 norm is not None
                 and not _reads(node, norm, tap, until)
-                and batch_norm_folding_pays(_input_side(args[0]), args)
+                and batch_norm_folding_pays(side(args[0], "x"), args)
             ):
                 statistics = [env[a] if isinstance(a, torch.fx.Node) else a for a in norm.args[1:]]
                 args = with_batch_norm_folded(args, statistics)
@@ -191,10 +192,6 @@ def _reads(convolution: Any, norm: torch.fx.Node, tap: Tap | None, until: torch.
     """Whether a layer tap or the end of the walk is at a convolution or its batch norm (then
     neither is folded: the convolution's own output is read)."""
     return (tap is not None and tap[0] in (convolution, norm)) or until in (convolution, norm)
-
-
-def _input_side(value: Any) -> Any:
-    return value.x if isinstance(value, Pair) else value
 
 
 def _input_side_sizes(tree: Any) -> Any:

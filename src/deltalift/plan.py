@@ -72,10 +72,8 @@ class Plan:
     #: Ops that read a view's or a dense layer's output without keeping a reference whose rows
     #: tile the input's: their arguments are :func:`~deltalift.rules.registry.aligned` first.
     aligned_arguments: set[torch.fx.Node] = field(default_factory=set)
-    #: Convolutions whose eval-mode batch norm is folded into them (conv -> its batch norm).
+    #: Convolutions whose eval-mode batch norm may be folded into them (conv -> its batch norm).
     folded_batch_norms: dict[torch.fx.Node, torch.fx.Node] = field(default_factory=dict)
-    #: Those batch norms (their value is the convolution's, already normalised).
-    batch_norms_folded: set[torch.fx.Node] = field(default_factory=set)
 
 
 def make_plan(
@@ -104,7 +102,6 @@ def make_plan(
         return node.op == "call_function" and registry.kind(node.target) == "layout"
 
     plan.folded_batch_norms = _foldable_batch_norms(program.graph, registry)
-    plan.batch_norms_folded = set(plan.folded_batch_norms.values())
 
     for node in program.graph.nodes:
         if node.op != "call_function":
