@@ -367,6 +367,34 @@ def test_near_zero_gate_never_changes_the_mask(dtype, eps):
     assert torch.equal(as_mask(near_zero(x - x0, eps, x, x0), x), expected)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(6, 40, 30), (2400,), (240, 1), ()])
+def test_near_zero_few_candidate_rows_found_exactly(dtype, shape):
+    """Where few rows of the last dimension hold candidates, ``near_zero`` searches those rows
+    alone; the positions must still be exactly ``|x - x0| <= eps max(|x|, |x0|)``: near and just
+    too far positions in a few rows, an ``inf - inf`` NaN, in 3-D, 1-D, a last dimension of one
+    and a scalar."""
+    from deltalift.rules.rescale import near_zero
+
+    eps = 1e-3
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.randn(shape, generator=g, dtype=dtype) + 3.0
+    x = x0 + torch.rand(shape, generator=g, dtype=dtype) + 0.5  # nowhere near
+    flat_x, flat_x0 = x.view(-1), x0.view(-1)
+    planted = ((0, 0.0), (1, 0.5), (7, 1.5), (199, 0.999), (-1, 1.001)) if shape else ((0, 0.0),)
+    for position, factor in planted:
+        flat_x[position] = flat_x0[position] * (1 + factor * eps)
+    for infinite in (False, True):
+        if infinite and flat_x.numel() > 1:
+            flat_x[5] = flat_x0[5] = float("inf")  # inf - inf: NaN, counted as near
+        expected = (x - x0).abs().nan_to_num(nan=0.0) <= eps * torch.maximum(x.abs(), x0.abs())
+        assert expected.any()
+        near = near_zero(x - x0, eps, x, x0)
+        assert near is not None and torch.equal(as_mask(near, x), expected)
+        if len(shape) > 1 and not infinite:  # candidates in few of many rows: indices, not a mask
+            assert near[0].dtype == torch.long
+
+
 def test_square_multiplier_is_x_plus_x0():
     """Rescale on ``x ** 2``: ``(x^2 - x0^2) / (x - x0) = x + x0`` (3 and 1: multiplier 4, contribution 8 = 9 - 1),
     also where ``x = x0`` (the derivative ``2 x0``), for ``pow``, ``square`` and ``x * x`` written as a power."""

@@ -100,10 +100,10 @@ def _multiplier(
     residual = change - contributions.sum(dims, keepdim=True)
     zero = torch.zeros_like(residual)
     contributions.addcmul_(p, torch.where(rising, residual, zero)).addcmul_(p0, torch.where(rising, zero, residual))
-    limit = q * p0 * torch.where(rising, rho, torch.ones_like(rho))
+    row_limit = q * torch.where(rising, rho, torch.ones_like(rho))
 
-    def at_reference(near: tuple[Tensor, ...]) -> Tensor:
-        return limit.expand(contributions.shape)[near]
+    def at_reference(near: tuple[Tensor, ...]) -> Tensor:  # the limit, at the few near positions alone
+        return row_limit.expand(contributions.shape)[near] * p0.expand(contributions.shape)[near]
 
     return secant_multiplier(contributions, x - x0, eps, at_reference, x, x0)
 

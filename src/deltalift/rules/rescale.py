@@ -104,17 +104,24 @@ def near_zero(
     else:
         bound = eps * torch.maximum(_largest_magnitude(x.detach()), _largest_magnitude(x0.detach()))
     bound = bound.nan_to_num(nan=float("inf"))  # eps = 0 with infinite values: every position is a candidate
-    if bool(magnitude.amin() > bound):  # NaN if any difference is NaN: then the candidates are found
+    rows = magnitude.reshape(-1, magnitude.shape[-1] if magnitude.ndim else 1)
+    row_minima = rows.amin(1)  # NaN where a row has a NaN difference
+    if bool(row_minima.amin() > bound):  # NaN if any difference is NaN: then the candidates are found
         return None
-    magnitude.nan_to_num_(nan=0.0)
-    candidates = magnitude <= bound
     x, x0 = x.detach().expand(dx.shape), x0.detach().expand(dx.shape)
-    if as_mask or bool(torch.count_nonzero(candidates) * DENSE_FRACTION > magnitude.numel()):  # many: a mask
-        return (magnitude <= eps * torch.maximum(x.abs(), x0.abs()),)
-    positions = candidates.nonzero(as_tuple=True)
-    exact = magnitude[positions] <= eps * torch.maximum(x[positions].abs(), x0[positions].abs())
+    candidate_rows = torch.logical_not(row_minima > bound).nonzero().squeeze(1)
+    if as_mask or candidate_rows.numel() * DENSE_FRACTION > row_minima.numel():  # many: a mask
+        return (magnitude.nan_to_num_(nan=0.0) <= eps * torch.maximum(x.abs(), x0.abs()),)
+    # Few rows hold candidates: search those rows alone (one pass over the activation in all,
+    # the row minima, rather than a comparison, a count and an index over the whole of it).
+    block = rows[candidate_rows].nan_to_num_(nan=0.0)
+    within_row, column = (block <= bound).nonzero(as_tuple=True)
+    flat = candidate_rows[within_row] * rows.shape[1] + column
+    positions = torch.unravel_index(flat, dx.shape) if dx.ndim else ()
+    magnitudes = block[within_row, column]
+    exact = magnitudes <= eps * torch.maximum(x[positions].abs(), x0[positions].abs())
     near = tuple(index[exact] for index in positions)
-    return near if near[0].numel() else None
+    return near if near and near[0].numel() else None
 
 
 #: Above one candidate in this many positions, :func:`near_zero` decides every position at once
