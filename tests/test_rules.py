@@ -393,6 +393,8 @@ def test_near_zero_few_candidate_rows_found_exactly(dtype, shape):
         assert near is not None and torch.equal(as_mask(near, x), expected)
         if len(shape) > 1 and not infinite:  # candidates in few of many rows: indices, not a mask
             assert near[0].dtype == torch.long
+        (mask,) = near_zero(x - x0, eps, x, x0, as_mask=True)
+        assert mask.dtype == torch.bool and torch.equal(mask, expected)
 
 
 def test_square_multiplier_is_x_plus_x0():

@@ -92,7 +92,8 @@ def near_zero(
     eps |dx| < |dx| / 2 + |dx| / 4`` otherwise, a margin far above rounding): the common case
     reads the reference (at batch size one when it is shared) and not the input.  Otherwise
     (RevealCancel's ``dz+``, which is not ``z - z0``) the bound is ``eps max(max |x|, max |x0|)``.
-    Positions within the bound are candidates, decided one by one by the exact test, so the
+    Positions within the bound are candidates, decided one by one by the exact test (searched in
+    the rows of the last dimension whose minimum is within it, where those are few), so the
     bound changes how fast the answer comes, never the answer.  ``as_mask``: always a mask (its
     shape does not depend on the data, which a recorded program then need not guard).
     """
@@ -109,19 +110,25 @@ def near_zero(
     if bool(row_minima.amin() > bound):  # NaN if any difference is NaN: then the candidates are found
         return None
     x, x0 = x.detach().expand(dx.shape), x0.detach().expand(dx.shape)
-    candidate_rows = torch.logical_not(row_minima > bound).nonzero().squeeze(1)
-    if as_mask or candidate_rows.numel() * DENSE_FRACTION > row_minima.numel():  # many: a mask
-        return (magnitude.nan_to_num_(nan=0.0) <= eps * torch.maximum(x.abs(), x0.abs()),)
-    # Few rows hold candidates: search those rows alone (one pass over the activation in all,
-    # the row minima, rather than a comparison, a count and an index over the whole of it).
+    if not as_mask:
+        candidate_rows = torch.logical_not(row_minima > bound).nonzero().squeeze(1)
+        if candidate_rows.numel() * DENSE_FRACTION <= row_minima.numel():  # few: their indices
+            return _near_in_rows(rows, candidate_rows, bound, eps, x, x0)
+    return (magnitude.nan_to_num_(nan=0.0) <= eps * torch.maximum(x.abs(), x0.abs()),)
+
+
+def _near_in_rows(
+    rows: Tensor, candidate_rows: Tensor, bound: Tensor, eps: float, x: Tensor, x0: Tensor
+) -> tuple[Tensor, ...] | None:
+    """:func:`near_zero`'s positions where few rows (of ``|dx|`` as ``rows``, last dimension
+    kept) hold candidates: those rows alone are searched, so the whole activation is read once,
+    for the row minima, rather than compared, counted and indexed."""
     block = rows[candidate_rows].nan_to_num_(nan=0.0)
     within_row, column = (block <= bound).nonzero(as_tuple=True)
-    flat = candidate_rows[within_row] * rows.shape[1] + column
-    positions = torch.unravel_index(flat, dx.shape) if dx.ndim else ()
-    magnitudes = block[within_row, column]
-    exact = magnitudes <= eps * torch.maximum(x[positions].abs(), x0[positions].abs())
+    positions = torch.unravel_index(candidate_rows[within_row] * rows.shape[1] + column, x.shape)
+    exact = block[within_row, column] <= eps * torch.maximum(x[positions].abs(), x0[positions].abs())
     near = tuple(index[exact] for index in positions)
-    return near if near and near[0].numel() else None
+    return near if near[0].numel() else None
 
 
 #: Above one candidate in this many positions, :func:`near_zero` decides every position at once
