@@ -286,3 +286,131 @@ def test_a_large_tensor_from_outside_the_recording_is_refused() -> None:
     small = torch.tensor(2.0)
     outputs, program = fast_path.record(lambda x: [x * small], [torch.ones(3)], "traced")
     torch.testing.assert_close(program.run([torch.full((3,), 5.0)])[0], torch.full((3,), 10.0))
+
+
+def assert_reused_reference_matches(name: str) -> None:
+    """``reuse_reference``: recorded at the first call, the reference side computed and kept at
+    the second, reused at the third (on inputs other than both): the third must give the
+    interpreter's contributions there."""
+    model, inputs, extra, target = arch.built(name, torch.float64)
+    case = arch.CASES[name]
+    kind = "random" if "random" in case.baselines else case.baselines[0]
+    baselines = arch.make_baselines(kind, inputs, seed=zlib.crc32(name.encode()))
+    options = {"backend": "traced", "reuse_reference": True}
+    explain(model, inputs, baselines, target, extra, **options)  # recorded
+    second = other_inputs(name, inputs)
+    replayed_before = fast_path.counts["replayed"]
+    explain(model, second, baselines, target, extra, **options)  # replayed: the reference side kept
+    second_replayed = fast_path.counts["replayed"] == replayed_before + 1
+    third = tuple(x.flip(0) if x.shape[0] > 1 else x for x in other_inputs(name + "3", inputs))
+    before = dict(fast_path.counts)
+    fast, fast_delta = explain(model, third, baselines, target, extra, **options)
+    went = {k: fast_path.counts[k] - before[k] for k in before}
+    exact, exact_delta = explain(model, third, baselines, target, extra, backend="interpreter")
+    if second_replayed and went["replayed"] == 1:  # else a guard failed (recorded again) or it was refused
+        program_split = went["reference_reused"] == 1
+        assert program_split or not _splits(name), f"{name}: the reference side was not reused: {went}"
+    for f, e in zip(fast, exact):
+        scale = float(e.abs().max()) + 1e-30
+        assert float((f - e).abs().max()) <= 1e-10 * scale, f"{name}: the reused reference side differs"
+    assert float((fast_delta - exact_delta).abs().max()) <= 1e-10 * (float(exact[0].abs().sum()) + 1e-30)
+
+
+def _splits(name: str) -> bool:
+    """Whether the case's recorded program keeps a reference side apart (some programs write
+    into it, and are left whole)."""
+    for per_owner in fast_path._cache.values():
+        for entry in per_owner[1].entries.values():
+            if entry.program is not None and entry.program.reference_side is not None:
+                return True
+    return False
+
+
+@pytest.mark.parametrize("name", list(arch.CASES))
+def test_reused_reference_side_equals_interpreter_on_the_matrix(name: str) -> None:
+    fast_path.clear()
+    assert_reused_reference_matches(name)
+
+
+def test_the_reference_side_is_reused_on_most_of_the_matrix() -> None:
+    """The split must serve: the reference side of common architectures is kept apart and reused."""
+    before = fast_path.counts["reference_reused"]
+    for name in ("functional:F.relu", "torchvision:resnet18", "transformer_encoder", "norms"):
+        fast_path.clear()
+        assert_reused_reference_matches(name)
+    assert fast_path.counts["reference_reused"] - before == 4
+
+
+def _reuse(model: nn.Module, x: torch.Tensor, reference: Any) -> tuple[torch.Tensor, int]:
+    before = fast_path.counts["reference_reused"]
+    (contributions,), _ = explain(model, (x,), reference, 1, None, backend="traced", reuse_reference=True)
+    (exact,), _ = explain(model, (x,), reference, 1, None, backend="interpreter")
+    torch.testing.assert_close(contributions, exact, rtol=0, atol=1e-14)
+    return contributions, fast_path.counts["reference_reused"] - before
+
+
+def test_a_changed_reference_or_model_state_is_recomputed_not_reused() -> None:
+    """Each change the reference side depends on (the reference's values, also written in place
+    by the caller; a parameter written in place, replaced, or given new ``.data``; a buffer
+    written in place) makes the next call compute it again; an unchanged call reuses it."""
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 2)).double().eval()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    reference = torch.randn(1, 4, dtype=torch.float64)
+    for _ in range(2):
+        _reuse(model, x, reference)  # recorded, then kept
+    assert _reuse(model, x + 1, reference)[1] == 1
+    changes = {
+        "reference values": lambda: reference.mul_(0.5),
+        "weight in place": lambda: model[0].weight.add_(0.1),
+        "weight replaced": lambda: setattr(model[3], "weight", nn.Parameter(torch.randn(2, 6, dtype=torch.float64))),
+        "weight .data": lambda: setattr(model[0].weight, "data", torch.randn(6, 4, dtype=torch.float64)),
+        "buffer in place": lambda: model[1].running_mean.add_(0.2),
+    }
+    for what, change in changes.items():
+        with torch.no_grad():
+            change()
+        assert _reuse(model, x, reference)[1] == 0, f"{what}: the kept reference side was reused"
+        assert _reuse(model, x - 1, reference)[1] == 1, f"{what}: then it is kept again"
+
+
+def test_only_one_program_keeps_its_reference_side() -> None:
+    """The kept values are one reference side's: a second program's call drops the first's."""
+    torch.manual_seed(6)
+    first, second = _ReluNet().double().eval(), _ReluNet().double().eval()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    for _ in range(3):
+        _reuse(first, x, None)
+    kept = [e.program.reference_side for _, p in fast_path._cache.values() for e in p.entries.values() if e.program]
+    assert any(side is not None and side.values is not None for side in kept)
+    for _ in range(3):
+        _reuse(second, x, None)
+    holding = [
+        e.program.reference_side
+        for _, p in fast_path._cache.values()
+        for e in p.entries.values()
+        if e.program and e.program.reference_side and e.program.reference_side.values is not None
+    ]
+    assert len(holding) == 1
+
+
+def test_a_write_into_the_reference_side_leaves_the_program_whole() -> None:
+    """Splitting is refused where an op of the rest writes into a value of the reference side
+    (reusing it would hand the next call a value this call changed); a buffer the reference side
+    fills itself stays in it."""
+
+    def writes_into_it(state: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
+        kept = state * 2
+        return [kept.add_(x)]
+
+    def fills_its_own(state: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
+        buffer = torch.empty_like(state).copy_(state.exp())
+        return [buffer * x]
+
+    state, x = torch.randn(3), torch.randn(3)
+    _, program = fast_path.record(writes_into_it, [state, x], "traced", reused=([0], []))
+    assert program.reference_side is None
+    _, program = fast_path.record(fills_its_own, [state, x], "traced", reused=([0], []))
+    assert program.reference_side is not None
+    for _ in range(2):
+        torch.testing.assert_close(program.run([state, x])[0], state.exp() * x)

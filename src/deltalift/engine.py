@@ -241,6 +241,13 @@ class DeepLiftOptions:
     #: ``"compiled"`` (that program through ``torch.compile``), or ``"auto"`` (per device,
     #: :func:`deltalift.fast_path.default_backend`).  All give the interpreter's values.
     backend: str = "auto"
+    #: Reuse the reference side's values (the model's values at the references and what the
+    #: rules compute from them alone) from one replayed call to the next while the references
+    #: and the model's parameters and buffers stay the same (``"traced"`` programs; see
+    #: :class:`deltalift.fast_path.ReferenceSide`).  Parameters replaced or written in place
+    #: are seen; a write through ``param.data`` is not (it bypasses the version counter), so
+    #: this is for models that are not trained meanwhile, or trained without ``.data``.
+    reuse_reference: bool = False
 
     def __post_init__(self) -> None:
         check_backend(self.backend)
@@ -438,10 +445,16 @@ def _deeplift_recorded(
         options.softmax_adjustment,
         layout,
         None if target_input is not None else repr(target),
+        options.reuse_reference,
     )
     constants = [value for value in program.constants.values() if isinstance(value, Tensor)]
     first = 1 if options.backend == "auto" else 0
-    outputs = run_recorded(program, key, walk, inputs, backend, interpreted_first=first, constants=constants)
+    reused = None
+    if options.reuse_reference:
+        reused = (range(n_state), range(n_state + n, n_state + 2 * n))
+    outputs = run_recorded(
+        program, key, walk, inputs, backend, interpreted_first=first, constants=constants, reused=reused
+    )
     if outputs is None:
         return None
     return outputs[0], outputs[1], outputs[2:]

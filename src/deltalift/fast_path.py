@@ -190,7 +190,11 @@ class _Recorder(TorchDispatchMode):
         if torch.Tag.data_dependent_output in tags:
             self._guard(func, args, out)
             return out
-        node = self.graph.call_function(func, self._arg(args), self._arg(kwargs))
+        if func is aten.empty_like.default and isinstance(out, Tensor):  # reads no data: recorded as a factory
+            layout: dict[str, Any] = {"dtype": out.dtype, "layout": out.layout, "device": out.device}
+            node = self.graph.call_function(aten.empty_strided.default, (tuple(out.shape), out.stride()), layout)
+        else:
+            node = self.graph.call_function(func, self._arg(args), self._arg(kwargs))
         if torch.Tag.dynamic_output_shape in tags:
             if not isinstance(out, Tensor):
                 raise RecordingRefused(f"{func} returns a data-dependent structure")
@@ -237,6 +241,144 @@ class _Recorder(TorchDispatchMode):
         return self.graph.call_function(aten.any.default, (joined,))
 
 
+def _written_arguments(node: torch.fx.Node) -> list[torch.fx.Node]:
+    """The nodes an in-place (or ``out=``) op writes to."""
+    schema = getattr(node.target, "_schema", None)
+    if schema is None:
+        return []
+    written: list[torch.fx.Node] = []
+    for i, argument in enumerate(schema.arguments):
+        if argument.alias_info is not None and argument.alias_info.is_write:
+            value = node.args[i] if i < len(node.args) else node.kwargs.get(argument.name)
+            torch.fx.node.map_arg(value, written.append)
+    return written
+
+
+@dataclass
+class ReferenceSide:
+    """The part of a recorded program that reads only the model's state and the references
+    (the reference side of the walk, the same from call to call for a fixed reference), kept
+    apart so that its values can be reused (``DeepLiftOptions.reuse_reference``).
+
+    ``module`` maps the program's tensor inputs at ``fixed`` (the state at ``state``, the
+    references at ``references``) to the values the rest of the program reads of that part.
+    They are reused when every state tensor is the one of the last call (the same storage, held
+    meanwhile so that it cannot be freed and its address reused, and not written to since: its
+    version counter) and every reference equals the last call's.  One program at a time keeps
+    its values (:data:`_holder`), so the memory held is one reference side's."""
+
+    module: torch.fx.GraphModule
+    state: tuple[int, ...]
+    references: tuple[int, ...]
+    held_state: list[Tensor] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)
+    held_references: list[Tensor] = field(default_factory=list)
+    values: list[Tensor] | None = None
+
+    @property
+    def fixed(self) -> tuple[int, ...]:
+        return tuple(sorted(self.state + self.references))
+
+    def _is_last_call(self, state: list[Tensor], references: list[Tensor]) -> bool:
+        return (
+            self.values is not None
+            and all(
+                t.data_ptr() == kept.data_ptr()
+                and t._version == version
+                and t.shape == kept.shape
+                and t.stride() == kept.stride()
+                for t, kept, version in zip(state, self.held_state, self.versions)
+            )
+            and all(torch.equal(r, kept) for r, kept in zip(references, self.held_references))
+        )
+
+    def values_for(self, tensors: list[Tensor]) -> list[Tensor]:
+        state, references = [tensors[i] for i in self.state], [tensors[i] for i in self.references]
+        if self._is_last_call(state, references):
+            counts["reference_reused"] += 1
+            return self.values  # type: ignore[return-value]
+        values = list(self.module(*(tensors[i] for i in self.fixed)))
+        global _holder
+        previous = _holder() if _holder is not None else None
+        if previous is not None and previous is not self:
+            previous.forget()
+        self.held_state, self.versions = state, [t._version for t in state]
+        self.held_references, self.values = [r.clone() for r in references], values
+        _holder = weakref.ref(self)
+        return values
+
+    def forget(self) -> None:
+        self.held_state, self.versions, self.held_references, self.values = [], [], [], None
+
+
+#: The reference side that holds its values now.
+_holder: weakref.ref[ReferenceSide] | None = None
+
+
+def _reference_side_nodes(graph: torch.fx.Graph, fixed: set[torch.fx.Node]) -> set[torch.fx.Node]:
+    """The nodes computed from the ``fixed`` placeholders and constants alone.  A factory (an op
+    of no tensor, such as a buffer to be filled) belongs to them where all its users do."""
+    excluded: set[torch.fx.Node] = set()
+    while True:
+        inside = set(fixed)
+        for node in graph.nodes:
+            if node.op == "get_attr" or (
+                node.op == "call_function" and node not in excluded and all(n in inside for n in node.all_input_nodes)
+            ):
+                inside.add(node)
+        misplaced = {
+            n
+            for n in inside
+            if n.op == "call_function" and not n.all_input_nodes and any(u not in inside for u in n.users)
+        }
+        if not misplaced:
+            return inside
+        excluded |= misplaced
+
+
+def split_reference_side(
+    module: torch.fx.GraphModule, state: Sequence[int], references: Sequence[int]
+) -> tuple[torch.fx.GraphModule, ReferenceSide] | None:
+    """Split ``module`` (whose placeholders are its tensor inputs) into the part that reads only
+    the inputs at ``state`` and ``references`` (and constants) and the rest; ``None`` where
+    nothing is to be gained or an op writes to a value of that part (reusing it would not be sound)."""
+    graph = module.graph
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    fixed = sorted([*state, *references])
+    inside = _reference_side_nodes(graph, {placeholders[i] for i in fixed})
+    for node in graph.nodes:  # a value of the part written to after it is made: not reusable
+        for written in _written_arguments(node):
+            if written in inside and (node not in inside or set(written.users) != {node}):
+                return None
+    computed = [n for n in graph.nodes if n in inside and n.op == "call_function"]
+    frontier = [n for n in computed if any(user not in inside for user in n.users)]
+    if not frontier:
+        return None
+    side_graph = torch.fx.Graph()
+    env: dict[torch.fx.Node, torch.fx.Node] = {}
+    for i in fixed:
+        env[placeholders[i]] = side_graph.placeholder(placeholders[i].name)
+    for node in graph.nodes:
+        if node in inside and node.op != "placeholder":
+            env[node] = side_graph.node_copy(node, env.__getitem__)
+    side_graph.output(tuple(env[n] for n in frontier))
+    rest = torch.fx.Graph()
+    env = {node: rest.placeholder(node.name) for node in placeholders}
+    kept = {node: rest.placeholder(f"reference_side_{i}") for i, node in enumerate(frontier)}
+    env.update(kept)
+    for node in graph.nodes:
+        if node.op == "output":  # a value of the reference side is returned as a copy, not the one kept
+            rest.output(
+                torch.fx.node.map_arg(
+                    node.args[0], lambda n: rest.call_function(aten.clone.default, (kept[n],)) if n in kept else env[n]
+                )
+            )
+        elif node not in env and (node not in inside or node.op == "get_attr"):
+            env[node] = rest.node_copy(node, env.__getitem__)
+    side = ReferenceSide(torch.fx.GraphModule(module, side_graph), tuple(state), tuple(references))
+    return torch.fx.GraphModule(module, rest), side
+
+
 @dataclass
 class RecordedProgram:
     """One recorded DeepLIFT walk: ``run(inputs)`` gives the walk's outputs, or raises
@@ -248,6 +390,8 @@ class RecordedProgram:
     backend: str
     calls: int = 0
     compiled: Callable[..., Any] | None = None
+    #: The reference side kept apart (then ``module`` takes its values as further inputs).
+    reference_side: ReferenceSide | None = None
 
     def run(self, inputs: Sequence[Any]) -> list[Any]:
         fn: Callable[..., Any] = self.module
@@ -257,9 +401,11 @@ class RecordedProgram:
                 self.compiled = torch.compile(self.module, backend=compile_backend, dynamic=False)
             fn = self.compiled
         self.calls += 1
+        tensors = [value for value in inputs if isinstance(value, Tensor)]
         with torch.no_grad():
             try:
-                outputs = list(fn(*(value for value in inputs if isinstance(value, Tensor))))
+                kept = [] if self.reference_side is None else self.reference_side.values_for(tensors)
+                outputs = list(fn(*tensors, *kept))
             except GuardFailed:
                 raise
             except (RuntimeError, IndexError, ValueError) as exc:  # a recorded shape or index no longer fits
@@ -272,11 +418,18 @@ class RecordedProgram:
 
 
 def record(
-    fn: Callable[..., list[Tensor]], inputs: Sequence[Any], backend: str, constants: Sequence[Tensor] = ()
+    fn: Callable[..., list[Tensor]],
+    inputs: Sequence[Any],
+    backend: str,
+    constants: Sequence[Tensor] = (),
+    reused: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> tuple[list[Tensor], RecordedProgram]:
     """Run ``fn(*inputs)`` (which returns a list of tensors) and record it as a program over
     ``inputs`` (tensors become placeholders; other values are fixed); ``constants`` are tensors
-    the walk reads that are fixed for the program (the captured graph's lifted constants)."""
+    the walk reads that are fixed for the program (the captured graph's lifted constants).
+    ``reused``: the positions in ``inputs`` of the model's state and of the references, whose
+    part of the program is kept apart and its values reused while they stay the same
+    (:class:`ReferenceSide`; the ``"traced"`` backend)."""
     recorder = _Recorder()
     for value in constants:
         name = f"_constant_{len(recorder.constants)}"
@@ -298,7 +451,14 @@ def record(
     for name, value in recorder.constants.items():
         setattr(root, name, value)
     module = torch.fx.GraphModule(root, recorder.graph)
-    return outputs, RecordedProgram(module, len(outputs), violations is not None, backend)
+    program = RecordedProgram(module, len(outputs), violations is not None, backend)
+    if reused is not None and backend == "traced":
+        tensor_index = {i: k for k, i in enumerate(i for i, v in enumerate(inputs) if isinstance(v, Tensor))}
+        state, references = ([tensor_index[i] for i in positions if i in tensor_index] for positions in reused)
+        split = split_reference_side(module, state, references)
+        if split is not None:
+            program.module, program.reference_side = split
+    return outputs, program
 
 
 @dataclass
@@ -331,8 +491,15 @@ def _programs_of(owner: Any) -> _ProgramCache:
 
 #: How many calls each way took, for tests and benchmarks: "replayed", "recorded",
 #: "guard_failed", "refused" (not recordable: interpreter), "interpreted" (a first call under
-#: ``"auto"``).
-counts: dict[str, int] = {"replayed": 0, "recorded": 0, "guard_failed": 0, "refused": 0, "interpreted": 0}
+#: ``"auto"``); and "reference_reused", the replays that reused the reference side's values.
+counts: dict[str, int] = {
+    "replayed": 0,
+    "recorded": 0,
+    "guard_failed": 0,
+    "refused": 0,
+    "interpreted": 0,
+    "reference_reused": 0,
+}
 
 
 def signature(values: Sequence[Any]) -> tuple[Any, ...]:
@@ -354,6 +521,7 @@ def run(
     backend: str,
     interpreted_first: int = 0,
     constants: Sequence[Tensor] = (),
+    reused: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> list[Tensor] | None:
     """``fn(*inputs)`` through the program recorded for ``(owner, key)``: recorded at the first
     call (which returns the recording run's own values), replayed afterwards; ``None`` where
@@ -383,7 +551,7 @@ def run(
                 entry.given_up = True
                 return None
     try:
-        outputs, program = record(fn, inputs, backend, constants)
+        outputs, program = record(fn, inputs, backend, constants, reused)
     except RecordingRefused:
         counts["refused"] += 1
         entry.given_up = True
