@@ -6,6 +6,9 @@ tool in this one process on the same batch.  For each architecture:
 - the *first call* of each tool, timed on its own (for deltalift it includes capturing the model
   with ``torch.export``; under ``auto``, the default, the first call is interpreted and the
   second records the walk, reported as ``second call``; ``compiled`` compiles at its second);
+- ``auto+reuse``: the default backend with ``reuse_reference=True``, the reference side kept
+  from one call to the next (the same zero reference and weights every call, as when a dataset
+  is explained batch by batch against one baseline: the calls differ in nothing that matters);
 - *warm calls*: the median of ``--repeats`` timed runs, interleaved across the tools (one run of
   each per round, so that a change of machine load affects every tool alike);
 - the outputs of a call after the timed ones compared (so the fast path's are replayed, not the
@@ -13,7 +16,7 @@ tool in this one process on the same batch.  For each architecture:
   largest contribution), Captum where it accepts the model.
 
 Run:  python benchmarks/bench_deeplift.py [--models resnet50,vit_b_16] [--size 224] [--batch 4]
-          [--backends auto,interpreter] [--no-captum] [--repeats 9] [--device cpu|cuda]
+          [--backends auto,auto+reuse,interpreter] [--no-captum] [--repeats 9] [--device cpu|cuda]
           [--dtype float32|bfloat16]
 """
 
@@ -63,7 +66,11 @@ def input_gradient(model: torch.nn.Module, x: torch.Tensor, target: int) -> torc
 
 
 def deltalift_call(model: torch.nn.Module, x: torch.Tensor, backend: str) -> torch.Tensor:
-    return deeplift(model, x, 0.0, 3, None, DeepLiftOptions(backend=backend)).contributions[0]
+    """``backend``, or ``"<backend>+reuse"``: with ``reuse_reference`` (the reference side kept
+    from one call to the next, as when a dataset is explained batch by batch against one baseline)."""
+    name, _, reuse = backend.partition("+")
+    options = DeepLiftOptions(backend=name, reuse_reference=reuse == "reuse")
+    return deeplift(model, x, 0.0, 3, None, options).contributions[0]
 
 
 def captum_deeplift(model: torch.nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
@@ -122,7 +129,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--backends", default="auto,interpreter")
+    parser.add_argument(
+        "--backends", default="auto,auto+reuse,interpreter", help="'+reuse': with reuse_reference=True"
+    )
     parser.add_argument("--no-captum", dest="captum", action="store_false", help="leave out Captum's DeepLift")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32")
