@@ -190,7 +190,8 @@ class _Recorder(TorchDispatchMode):
         if torch.Tag.data_dependent_output in tags:
             self._guard(func, args, out)
             return out
-        if func is aten.empty_like.default and isinstance(out, Tensor):  # reads no data: recorded as a factory
+        if func is aten.empty_like.default and isinstance(out, Tensor) and out.layout == torch.strided:
+            # empty_like reads no data: recorded as a factory of the recorded shape and strides
             layout: dict[str, Any] = {"dtype": out.dtype, "layout": out.layout, "device": out.device}
             node = self.graph.call_function(aten.empty_strided.default, (tuple(out.shape), out.stride()), layout)
         else:

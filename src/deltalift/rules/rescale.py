@@ -93,7 +93,7 @@ def near_zero(
     reads the reference (at batch size one when it is shared) and not the input.  Otherwise
     (RevealCancel's ``dz+``, which is not ``z - z0``) the bound is ``eps max(max |x|, max |x0|)``.
     Positions within the bound are candidates, decided one by one by the exact test (searched in
-    the rows of the last dimension whose minimum is within it, where those are few), so the
+    the rows of the last dimension whose minimum is within it, where those are few of many), so the
     bound changes how fast the answer comes, never the answer.  ``as_mask``: always a mask (its
     shape does not depend on the data, which a recorded program then need not guard).
     """
@@ -105,7 +105,8 @@ def near_zero(
     else:
         bound = eps * torch.maximum(_largest_magnitude(x.detach()), _largest_magnitude(x0.detach()))
     bound = bound.nan_to_num(nan=float("inf"))  # eps = 0 with infinite values: every position is a candidate
-    rows = magnitude.reshape(-1, magnitude.shape[-1] if magnitude.ndim else 1)
+    many_rows = magnitude.ndim and magnitude.numel() >= ROWS_SEARCHED * magnitude.shape[-1]
+    rows = magnitude.reshape(-1, magnitude.shape[-1] if many_rows else 1)  # else the positions themselves
     row_minima = rows.amin(1)  # NaN where a row has a NaN difference
     if bool(row_minima.amin() > bound):  # NaN if any difference is NaN: then the candidates are found
         return None
@@ -131,6 +132,9 @@ def _near_in_rows(
     return near if near[0].numel() else None
 
 
+#: :func:`near_zero` searches rows of the last dimension where there are at least this many
+#: (else single positions).
+ROWS_SEARCHED = 64
 #: Above one candidate in this many positions, :func:`near_zero` decides every position at once
 #: (a boolean mask) rather than the candidates one by one (their indices).
 DENSE_FRACTION = 16
