@@ -129,9 +129,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument(
-        "--backends", default="auto,auto+reuse,interpreter", help="'+reuse': with reuse_reference=True"
-    )
+    parser.add_argument("--backends", default="auto,auto+reuse,interpreter", help="'+reuse': with reuse_reference=True")
     parser.add_argument("--no-captum", dest="captum", action="store_false", help="leave out Captum's DeepLift")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32")

@@ -42,7 +42,8 @@ class WeightedOp:
 
     ``kind`` is ``"dense"`` or ``"conv"``; ``channel_dim`` the weight dimension of the output
     channels (where a following batch norm's scale applies), ``None`` where a batch norm cannot
-    be folded in.  ``backward``, where given, computes ``J^T s`` as ``backward(s, a, weight)``.
+    be folded in.  ``backward``, where given, computes ``J^T s`` as ``backward(s, shape, weight)``
+    from the activation's shape alone (so the activation need not be kept for it).
     """
 
     kind: str
@@ -50,7 +51,7 @@ class WeightedOp:
     bias: Tensor | None
     function: Callable[[Tensor, Tensor, Tensor | None], Tensor]
     channel_dim: int | None = 0
-    backward: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
+    backward: Callable[[Tensor, Sequence[int], Tensor], Tensor] | None = None
 
     def __call__(self, a: Tensor) -> Tensor:
         return self.function(a, self.weight, self.bias)
@@ -72,7 +73,7 @@ class WeightedOp:
     def transpose(self, s: Tensor, like: Tensor) -> Tensor:
         """``J^T s``: the gradient of ``<s, f(a)>`` with respect to ``a`` (the op is linear in ``a``)."""
         if self.backward is not None:
-            return self.backward(s, like, self.weight)
+            return self.backward(s, like.shape, self.weight)
         a = torch.zeros_like(like).requires_grad_(True)
         with torch.enable_grad():
             z = self(a)
@@ -106,9 +107,19 @@ def weighted_op(op: Any, args: Sequence[Any], position: int) -> WeightedOp | Non
         def conv(a: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
             return aten.convolution(a, w, b, stride, padding, dilation, transposed, output_padding, groups)
 
-        def conv_backward(s: Tensor, a: Tensor, w: Tensor) -> Tensor:
-            options = (stride, padding, dilation, transposed, output_padding, groups, [True, False, False])
-            return aten.convolution_backward(s, a, w, None, *options)[0]
+        def conv_backward(s: Tensor, shape: Sequence[int], w: Tensor) -> Tensor:
+            """The input gradient from the input's shape: the transposed convolution, whose
+            output padding restores the sizes a strided convolution rounded down (a
+            convolution for a transposed one); the values of ``convolution_backward``."""
+            n = s.ndim - 2
+            st, pad, dil = (_per_dimension(v, n) for v in (stride, padding, dilation))
+            if transposed:
+                return aten.convolution(s, w, None, st, pad, dil, False, [0] * n, groups)
+            restored = [
+                shape[2 + i] - ((s.shape[2 + i] - 1) * st[i] - 2 * pad[i] + dil[i] * (w.shape[2 + i] - 1) + 1)
+                for i in range(n)
+            ]
+            return aten.convolution(s, w, None, st, pad, dil, True, restored, groups)
 
         channel_dim = (1 if groups == 1 else None) if transposed else 0
         return WeightedOp("conv", args[1], args[2], conv, channel_dim, conv_backward)
@@ -118,16 +129,20 @@ def weighted_op(op: Any, args: Sequence[Any], position: int) -> WeightedOp | Non
         return WeightedOp("dense", args[1], None, _dense, 1, _dense_backward)
     if packet is aten.mm and position == 1:
         return WeightedOp(
-            "dense", args[0], None, lambda a, w, b: aten.mm(w, a), None, lambda s, a, w: aten.mm(w.t(), s)
+            "dense", args[0], None, lambda a, w, b: aten.mm(w, a), None, lambda s, shape, w: aten.mm(w.t(), s)
         )
     return None
+
+
+def _per_dimension(value: Sequence[int], n: int) -> list[int]:
+    return list(value) * n if len(value) == 1 else list(value)
 
 
 def _dense(a: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
     return aten.mm(a, w) if b is None else aten.addmm(b, a, w)
 
 
-def _dense_backward(s: Tensor, a: Tensor, w: Tensor) -> Tensor:
+def _dense_backward(s: Tensor, shape: Sequence[int], w: Tensor) -> Tensor:
     return aten.mm(s, w.t())
 
 
