@@ -73,7 +73,7 @@ class DeepLift(AttributionMethod):
         Keep the reference side of a replayed call (the model at the references, and what the
         rules compute from it alone) for the next call while the references and the model's
         parameters and buffers stay the same: explaining batch after batch against one baseline
-        then costs the input side alone (ViT-B/16: 1.52x an input gradient without, 1.23x with,
+        then costs the input side alone (ViT-B/16: 1.52x an input gradient without, 1.25x with,
         on the README's machine).  Replacing a parameter or writing to it in place is seen
         (its storage and version counter); a write through ``param.data`` is not, so leave this
         off while the model is trained that way.  The values are the same either way.
