@@ -152,6 +152,23 @@ def test_logsumexp_values_equal_the_chain_by_hand() -> None:
     torch.testing.assert_close(c, expected, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("x0_shift", [-0.7, 0.9])  # the reference's total below, then above the input's
+def test_logsumexp_multiplier_where_an_input_equals_its_reference(dtype, x0_shift) -> None:
+    """Where ``x_j = x0_j`` the secant ``C_j / dx_j`` is 0/0 and the rule takes its limit, formed at
+    those positions alone: by the chain by hand, ``(L - L0) / (S - S0) * exp(x0_j)`` (Rescale on
+    exp at the reference, then the log's secant); elsewhere ``(L - L0) / (S - S0) * (e_j - e0_j) / dx_j``."""
+    x = torch.tensor([[0.5, -1.0, 2.0, 0.3]], dtype=dtype)
+    x0 = torch.tensor([[0.5 + x0_shift, 0.2, 2.0, -0.4 + x0_shift]], dtype=dtype)  # x_2 = x0_2
+    m, _ = _attribute(Softmax("logsumexp"), x, x0, 0, multiply_by_inputs=False)
+    x64, x064 = x.to(F64), x0.to(F64)
+    e, e0 = x64.exp(), x064.exp()
+    secant = (e.sum().log() - e0.sum().log()) / (e.sum() - e0.sum())
+    expected = secant * torch.where(x64 == x064, e0, (e - e0) / (x64 - x064))
+    tolerance = 1e-6 if dtype == torch.float32 else 1e-13
+    torch.testing.assert_close(m.to(F64), expected, rtol=tolerance, atol=tolerance)
+
+
 class Attention(nn.Module):
     def __init__(self, scale: float, width: int = 8) -> None:
         super().__init__()

@@ -84,11 +84,10 @@ def _on_activation(op: Any, args: tuple[Any, ...], position: int) -> Callable[[T
     return forward_fn
 
 
-def _transpose(weighted: WeightedOp) -> Callable[[Tensor, Sequence[int]], Tensor]:
-    """``(s, shape) -> J^T s`` of an op with a ``backward``."""
-    backward, weight = weighted.backward, weighted.weight
-    assert backward is not None
-    return lambda s, shape: backward(s, shape, weight)
+def _reference_side(op: Any, args: tuple[Any, ...], pair: Pair) -> Tensor:
+    """The op at the reference, without autograd."""
+    with torch.no_grad():
+        return op(*[pair.ref if a is pair else a for a in args])
 
 
 def _input_not_kept(op: Any, args: tuple[Any, ...], position: int, weighted: WeightedOp) -> Pair:
@@ -97,10 +96,8 @@ def _input_not_kept(op: Any, args: tuple[Any, ...], position: int, weighted: Wei
     activation per convolution that DeepLIFT otherwise need not keep (VGG-11 at 224x224,
     interpreted: 1.82x an input gradient's peak memory with it, 1.38x without)."""
     pair = args[position]
-    out_x = _Transposed.apply(pair.x, _on_activation(op, args, position), _transpose(weighted))
-    with torch.no_grad():
-        ref = op(*[pair.ref if a is pair else a for a in args])
-    return Pair(out_x, ref)
+    out_x = _Transposed.apply(pair.x, _on_activation(op, args, position), weighted.transpose_to)
+    return Pair(out_x, _reference_side(op, args, pair))
 
 
 class _Transposed(torch.autograd.Function):
@@ -134,7 +131,7 @@ def _stacked_rows(op: Any, args: tuple[Any, ...], position: int) -> Pair:
     if weighted is not None and weighted.backward is not None:
         forward_fn = _on_activation(op, args, position)
         reference_rows: list[Tensor] = []
-        out_x = _StackedRows.apply(pair.x, pair.ref.detach(), forward_fn, _transpose(weighted), reference_rows)
+        out_x = _StackedRows.apply(pair.x, pair.ref.detach(), forward_fn, weighted.transpose_to, reference_rows)
         return Pair(out_x, reference_rows[0])
     stacked = list(args)
     stacked[position] = torch.cat([pair.x, pair.ref.detach()])
@@ -208,7 +205,5 @@ def _grouped_rows(op: Any, args: tuple[Any, ...], position: int, layout: BatchLa
         return None
 
     forward_fn = _on_activation(op, args, position)
-    out = _SharedRows.apply(pair.x, forward_fn, _transpose(weighted), shape)
-    with torch.no_grad():
-        ref = op(*[pair.ref if a is pair else a for a in args])
-    return Pair(out, ref)
+    out = _SharedRows.apply(pair.x, forward_fn, weighted.transpose_to, shape)
+    return Pair(out, _reference_side(op, args, pair))

@@ -73,12 +73,18 @@ class WeightedOp:
     def transpose(self, s: Tensor, like: Tensor) -> Tensor:
         """``J^T s``: the gradient of ``<s, f(a)>`` with respect to ``a`` (the op is linear in ``a``)."""
         if self.backward is not None:
-            return self.backward(s, like.shape, self.weight)
+            return self.transpose_to(s, like.shape)
         a = torch.zeros_like(like).requires_grad_(True)
         with torch.enable_grad():
             z = self(a)
         (grad,) = torch.autograd.grad(z, a, s)
         return grad
+
+    def transpose_to(self, s: Tensor, shape: Sequence[int]) -> Tensor:
+        """``J^T s`` from the activation's shape alone (ops with a ``backward``), so that the
+        activation need not be kept for it."""
+        assert self.backward is not None
+        return self.backward(s, shape, self.weight)
 
     def fold_batch_norm(
         self, gamma: Tensor | None, beta: Tensor | None, mean: Tensor, var: Tensor, eps: float
