@@ -110,13 +110,18 @@ def test_input_side_convolutions_run_once_per_example(setup, monkeypatch):
     """Within a batch each example repeats once per reference: heavy ops see one row per example."""
     model, x, refs = setup
     rows_seen = []
-    original = batching._SharedRows.forward
+    original = batching._on_one_row_per_group
 
-    def spy(ctx, x_rows, forward_fn, backward_fn, shape):
-        rows_seen.append((x_rows.shape[0], shape))
-        return original(ctx, x_rows, forward_fn, backward_fn, shape)
+    def spy(on_activation, shape):
+        forward_fn = original(on_activation, shape)
 
-    monkeypatch.setattr(batching._SharedRows, "forward", staticmethod(spy))
+        def recorded(x_rows):
+            rows_seen.append((x_rows.shape[0], shape))
+            return forward_fn(x_rows)
+
+        return recorded
+
+    monkeypatch.setattr(batching, "_on_one_row_per_group", spy)
     DeepLiftShap(model, batch_size=35).attribute(x, refs, target=1)
     assert rows_seen and all(rows == 35 and shape[:2] == (5, 7) for rows, shape in rows_seen)
 

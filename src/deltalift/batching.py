@@ -101,7 +101,9 @@ def _input_not_kept(op: Any, args: tuple[Any, ...], position: int, weighted: Wei
 
 
 class _Transposed(torch.autograd.Function):
-    """Forward ``forward_fn(x)``; backward ``J^T grad`` from ``x``'s shape (nothing kept)."""
+    """Forward ``forward_fn(x)``, a linear function of ``x`` however it is evaluated (in one
+    call with the reference rows, on one row per group, ...); backward ``J^T grad`` from
+    ``x``'s shape (nothing kept)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -129,64 +131,19 @@ def _stacked_rows(op: Any, args: tuple[Any, ...], position: int) -> Pair:
     rows = pair.x.shape[0]
     weighted = weighted_op(op, args, position)
     if weighted is not None and weighted.backward is not None:
-        forward_fn = _on_activation(op, args, position)
+        on_activation, ref = _on_activation(op, args, position), pair.ref.detach()
         reference_rows: list[Tensor] = []
-        out_x = _StackedRows.apply(pair.x, pair.ref.detach(), forward_fn, weighted.transpose_to, reference_rows)
-        return Pair(out_x, reference_rows[0])
+
+        def on_both(x: Tensor) -> Tensor:  # one call on both sides' rows; the reference rows set aside
+            out = on_activation(torch.cat([x, ref]))
+            reference_rows.append(out[rows:])
+            return out[:rows]
+
+        return Pair(_Transposed.apply(pair.x, on_both, weighted.transpose_to), reference_rows[0])
     stacked = list(args)
     stacked[position] = torch.cat([pair.x, pair.ref.detach()])
     out = op(*stacked)
     return Pair(out[:rows], out[rows:].detach())
-
-
-class _StackedRows(torch.autograd.Function):
-    """Forward on ``cat([x, ref])`` in one call (the weight read once), returning the input
-    rows (the reference rows go to ``reference_rows``); backward ``J^T grad`` on the input
-    rows alone."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        x: Tensor,
-        ref: Tensor,
-        forward_fn: Callable[[Tensor], Tensor],
-        backward_fn: Callable[[Tensor, Sequence[int]], Tensor],
-        reference_rows: list[Tensor],
-    ) -> Tensor:
-        rows = x.shape[0]
-        out = forward_fn(torch.cat([x, ref]))
-        reference_rows.append(out[rows:])
-        ctx.shape, ctx.backward_fn = x.shape, backward_fn
-        return out[:rows]
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        return ctx.backward_fn(grad, ctx.shape), None, None, None, None
-
-
-class _SharedRows(torch.autograd.Function):
-    """Forward on one row per group of identical rows, backward on all rows."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        x: Tensor,
-        forward_fn: Callable[[Tensor], Tensor],
-        backward_fn: Callable[[Tensor, Sequence[int]], Tensor],
-        shape: tuple[int, int, int],
-    ) -> Tensor:
-        inputs, groups, rows_per_example = shape
-        compressed = x.unflatten(0, shape)[:, 0].flatten(0, 1)
-        out = forward_fn(compressed)
-        ctx.shape, ctx.backward_fn = x.shape, backward_fn
-        expanded = out.unflatten(0, (inputs, 1, rows_per_example)).expand(
-            inputs, groups, rows_per_example, *out.shape[1:]
-        )
-        return expanded.flatten(0, 2)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        return ctx.backward_fn(grad, ctx.shape), None, None, None
 
 
 def _grouped_rows(op: Any, args: tuple[Any, ...], position: int, layout: BatchLayout) -> Pair | None:
@@ -204,6 +161,23 @@ def _grouped_rows(op: Any, args: tuple[Any, ...], position: int, layout: BatchLa
     if not torch.equal(laid_out, laid_out[:, :1].expand_as(laid_out)):
         return None
 
-    forward_fn = _on_activation(op, args, position)
-    out = _SharedRows.apply(pair.x, forward_fn, weighted.transpose_to, shape)
+    forward_fn = _on_one_row_per_group(_on_activation(op, args, position), shape)
+    out = _Transposed.apply(pair.x, forward_fn, weighted.transpose_to)  # backward on all rows
     return Pair(out, _reference_side(op, args, pair))
+
+
+def _on_one_row_per_group(
+    on_activation: Callable[[Tensor], Tensor], shape: tuple[int, int, int]
+) -> Callable[[Tensor], Tensor]:
+    """``on_activation`` evaluated on one row of each group of ``shape = (inputs, groups,
+    rows per example)`` and expanded back to every row."""
+    inputs, groups, rows_per_example = shape
+
+    def forward_fn(x: Tensor) -> Tensor:
+        out = on_activation(x.unflatten(0, shape)[:, 0].flatten(0, 1))
+        expanded = out.unflatten(0, (inputs, 1, rows_per_example)).expand(
+            inputs, groups, rows_per_example, *out.shape[1:]
+        )
+        return expanded.flatten(0, 2)
+
+    return forward_fn
