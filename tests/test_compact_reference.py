@@ -30,6 +30,7 @@ from deltalift.rules.registry import Pair, aligned, pairs_in, tiles
 
 DTYPE = torch.float64
 linear_rule_module = sys.modules["deltalift.rules.linear"]
+product_rule_module = sys.modules["deltalift.rules.product"]
 
 
 @contextmanager
@@ -115,8 +116,22 @@ def test_attention_expands_the_reference_only_where_heads_fold_the_batch():
     model = tvm.VisionTransformer(32, 8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=10)
     model = model.to(DTYPE).eval()
     x = torch.randn(3, 3, 32, 32, dtype=DTYPE)
-    seen = shared_and_repeated(model, x, 4)
+    products: list[tuple[int, int]] = []
+    matrix_product = product_rule_module._matrix_product
+
+    def tracking_product(op: Any, a: Pair, b: Pair) -> Pair:
+        out = matrix_product(op, a, b)
+        products.append((out.x.shape[0], out.ref.shape[0]))
+        return out
+
+    product_rule_module._matrix_product = tracking_product
+    try:
+        seen = shared_and_repeated(model, x, 4)
+    finally:
+        product_rule_module._matrix_product = matrix_product
     assert seen and {op for op, _ in seen} == {"aten.view.default"}
+    # scores and their product with the values: batch times heads rows, the reference's heads alone
+    assert products[: 2 * 2] == [(3 * 2, 2)] * 4
 
 
 def test_convnext_blocks_keep_the_reference_at_batch_size_one():
@@ -189,3 +204,37 @@ def test_rules_on_tiled_rows(rule):
     """RevealCancel reads the dense layer's input rows (tiled) from the walk's values."""
     model, x = built(TokenMLP(), 3, 4, 6)
     shared_and_repeated(model, x, [0, 1, 2], rule=rule)
+
+
+@pytest.mark.parametrize(
+    ("op", "a_shapes", "b_shapes"),
+    [
+        (torch.ops.aten.bmm.default, ((6, 4, 3), (2, 4, 3)), ((6, 3, 5), (2, 3, 5))),  # both tile
+        (torch.ops.aten.bmm.default, ((6, 4, 3), (2, 4, 3)), ((6, 3, 5), (6, 3, 5))),  # one tiles
+        (torch.ops.aten.bmm.default, ((6, 4, 3), (1, 4, 3)), ((6, 3, 5), (6, 3, 5))),  # one broadcasts
+        (torch.ops.aten.mm.default, ((6, 3), (2, 3)), ((3, 5), (3, 5))),  # the rows of a tile
+    ],
+)
+def test_matrix_products_of_tiled_references(op, a_shapes, b_shapes):
+    """The product of two activations whose references tile their rows has the values and
+    multipliers of the references repeated (its reference output tiles where both factors' do)."""
+    g = torch.Generator().manual_seed(0)
+    a_x, a_ref, b_x, b_ref = (torch.randn(s, generator=g, dtype=DTYPE) for s in (*a_shapes, *b_shapes))
+    grad = torch.randn(op(a_x, b_x).shape, generator=g, dtype=DTYPE)
+
+    def run(a_ref: torch.Tensor, b_ref: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        a, b = a_x.clone().requires_grad_(True), b_x.clone().requires_grad_(True)
+        out = product_rule_module._matrix_product(op, Pair(a, a_ref), Pair(b, b_ref))
+        out.x.backward(grad)
+        return out.x, aligned(Pair(out.x, out.ref)).ref.expand_as(out.x), a.grad, b.grad
+
+    def repeated(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        return ref.repeat(x.shape[0] // ref.shape[0], *[1] * (ref.ndim - 1))
+
+    compact, full = run(a_ref, b_ref), run(repeated(a_x, a_ref), repeated(b_x, b_ref))
+    for got, want in zip(compact, full):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    a_mid = (a_x + repeated(a_x, a_ref)) / 2
+    b_mid = (b_x + repeated(b_x, b_ref)) / 2
+    torch.testing.assert_close(compact[2], grad @ b_mid.transpose(-1, -2))  # Shapley: m_a = . @ b_mid
+    torch.testing.assert_close(compact[3], a_mid.transpose(-1, -2) @ grad)

@@ -62,13 +62,15 @@ def evaluate_both(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any
 
 #: Ops whose reference side may tile the input side's rows, with the position of the operand
 #: whose rows they keep: views (the flat order of ``n`` tiles of ``r`` rows is that of ``n``
-#: tiles of the view's rows) and dense layers (each output row depends on its input row alone).
+#: tiles of the view's rows), dense layers and batched matrix products (each output row depends on
+#: its input rows alone).
 TILING_OPS = {
     aten.view.default: 0,
     aten._unsafe_view.default: 0,
     aten.reshape.default: 0,
     aten.mm.default: 0,
     aten.addmm.default: 1,
+    aten.bmm.default: 0,
 }
 
 #: Views whose sizes may give the batch its own dimension again.

@@ -23,7 +23,7 @@ import torch
 from deltalift.errors import UnsupportedOperationError
 from deltalift.rules.linear import linear
 from deltalift.rules.multipliers import with_multipliers
-from deltalift.rules.registry import OpRule, Pair, RuleContext, is_pair
+from deltalift.rules.registry import OpRule, Pair, RuleContext, aligned, is_pair, tiles
 
 Tensor = torch.Tensor
 aten = torch.ops.aten
@@ -107,15 +107,29 @@ class _MatrixProduct(torch.autograd.Function):
 
 
 def _matrix_product(op: Any, a: Pair, b: Pair) -> Pair:
-    """``mm`` / ``bmm`` of two activations, with multipliers ``m_a = . @ b_mid`` and ``m_b = a_mid @ .``."""
-    a_mid, b_mid = _expanded_midpoint(a), _expanded_midpoint(b)
+    """``mm`` / ``bmm`` of two activations, with multipliers ``m_a = . @ b_mid`` and ``m_b = a_mid @ .``.
+
+    A reference shared by the batch whose rows tile the input's (:func:`~deltalift.rules.registry.tiles`,
+    multi-head attention folds the batch into the heads) keeps its size: the rows of ``bmm``
+    are independent products, so ``n`` tiles of each factor's reference rows give ``n`` tiles of
+    the product's (``mm``: the rows of ``a`` alone).  Otherwise the references are repeated."""
+    n = tiles(a.x, a.ref)
+    if not n or not (tiles(b.x, b.ref) == n if op is aten.bmm.default else b.ref.shape == b.x.shape):
+        a, b, n = aligned(a), aligned(b), 0
+        if op is aten.bmm.default and a.ref.shape[0] != b.ref.shape[0]:  # bmm does not broadcast
+            a, b = Pair(a.x, a.ref.expand_as(a.x)), Pair(b.x, b.ref.expand_as(b.x))
+    a_mid, b_mid = _expanded_midpoint(a, n), _expanded_midpoint(b, n if op is aten.bmm.default else 0)
     with torch.no_grad():
         ref = op(a.ref, b.ref)
     return Pair(_MatrixProduct.apply(a.x, b.x, a_mid, b_mid, op), ref)
 
 
-def _expanded_midpoint(pair: Pair) -> Tensor:
-    """The midpoint at the input side's shape (a reference shared by the batch broadcasts)."""
+def _expanded_midpoint(pair: Pair, tiling: int = 0) -> Tensor:
+    """The midpoint at the input side's shape: a reference shared by the batch broadcasts, one
+    whose rows tile the input's ``tiling`` times is added to each tile."""
+    if tiling:
+        x = pair.x.detach()
+        return torch.add(x.unflatten(0, (tiling, -1)), pair.ref).mul_(0.5).flatten(0, 1)
     mid = _midpoint(pair)
     return mid if mid.shape == pair.x.shape else mid.expand_as(pair.x)
 
