@@ -6,9 +6,11 @@ tool in this one process on the same batch.  For each architecture:
 - the *first call* of each tool, timed on its own (for deltalift it includes capturing the model
   with ``torch.export``; under ``auto``, the default, the first call is interpreted and the
   second records the walk, reported as ``second call``; ``compiled`` compiles at its second);
-- ``auto+reuse``: the default backend with ``reuse_reference=True``, the reference side kept
-  from one call to the next (the same zero reference and weights every call, as when a dataset
-  is explained batch by batch against one baseline: the calls differ in nothing that matters);
+- ``auto``, the default: the shared zero reference's side of the walk is kept from one call to
+  the next (``reuse_reference``'s default for a reference of batch size one; the same reference
+  and weights every call, as when a dataset is explained batch by batch against one baseline);
+- ``auto-reuse``: the same with ``reuse_reference=False``, what a call costs whose reference or
+  weights changed since the last (the reference side computed again);
 - *warm calls*: the median of ``--repeats`` timed runs, interleaved across the tools (one run of
   each per round, so that a change of machine load affects every tool alike);
 - the outputs of a call after the timed ones compared (so the fast path's are replayed, not the
@@ -16,7 +18,7 @@ tool in this one process on the same batch.  For each architecture:
   largest contribution), Captum where it accepts the model.
 
 Run:  python benchmarks/bench_deeplift.py [--models resnet50,vit_b_16] [--size 224] [--batch 4]
-          [--backends auto,auto+reuse,interpreter] [--no-captum] [--repeats 9] [--device cpu|cuda]
+          [--backends auto,auto-reuse,interpreter] [--no-captum] [--repeats 9] [--device cpu|cuda]
           [--dtype float32|bfloat16]
 """
 
@@ -66,10 +68,10 @@ def input_gradient(model: torch.nn.Module, x: torch.Tensor, target: int) -> torc
 
 
 def deltalift_call(model: torch.nn.Module, x: torch.Tensor, backend: str) -> torch.Tensor:
-    """``backend``, or ``"<backend>+reuse"``: with ``reuse_reference`` (the reference side kept
-    from one call to the next, as when a dataset is explained batch by batch against one baseline)."""
-    name, _, reuse = backend.partition("+")
-    options = DeepLiftOptions(backend=name, reuse_reference=reuse == "reuse")
+    """``backend``, or ``"<backend>-reuse"``: with ``reuse_reference=False`` (the reference side
+    computed at every call, as when the reference or the weights change between calls)."""
+    name, reuse = backend.removesuffix("-reuse"), not backend.endswith("-reuse")
+    options = DeepLiftOptions(backend=name, reuse_reference=None if reuse else False)
     return deeplift(model, x, 0.0, 3, None, options).contributions[0]
 
 
@@ -129,7 +131,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--backends", default="auto,auto+reuse,interpreter", help="'+reuse': with reuse_reference=True")
+    parser.add_argument("--backends", default="auto,auto-reuse,interpreter", help="'-reuse': reuse_reference=False")
     parser.add_argument("--no-captum", dest="captum", action="store_false", help="leave out Captum's DeepLift")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32")

@@ -80,10 +80,11 @@ def assert_replay_matches(name: str, backend: str = "traced", rule: str = "resca
     case = arch.CASES[name]
     kind = "random" if "random" in case.baselines else case.baselines[0]
     baselines = arch.make_baselines(kind, inputs, seed=zlib.crc32(name.encode()))
-    explain(model, inputs, baselines, target, extra, backend=backend, rule=rule)  # recorded
+    options = {"backend": backend, "rule": rule, "reuse_reference": False}  # reuse: its own tests
+    explain(model, inputs, baselines, target, extra, **options)  # recorded
     before = dict(fast_path.counts)
     second = other_inputs(name, inputs)
-    fast, fast_delta = explain(model, second, baselines, target, extra, backend=backend, rule=rule)
+    fast, fast_delta = explain(model, second, baselines, target, extra, **options)
     exact, exact_delta = explain(model, second, baselines, target, extra, backend="interpreter", rule=rule)
     went = {k: fast_path.counts[k] - before[k] for k in before}
     assert went["replayed"] + went["guard_failed"] == 1, f"the second call was not answered by the program: {went}"
@@ -349,12 +350,26 @@ def _reuse(model: nn.Module, x: torch.Tensor, reference: Any) -> tuple[torch.Ten
     return contributions, fast_path.counts["reference_reused"] - before
 
 
+class _ScaledNet(nn.Module):
+    """A tensor attribute that is neither parameter nor buffer (a constant of the captured graph)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.norm, self.last = nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Linear(6, 2)
+        self.scale = torch.linspace(0.5, 2.0, 6, dtype=torch.float64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last(torch.relu(self.norm(self.first(x)) * self.scale))
+
+
 def test_a_changed_reference_or_model_state_is_recomputed_not_reused() -> None:
     """Each change the reference side depends on (the reference's values, also written in place
-    by the caller; a parameter written in place, replaced, or given new ``.data``; a buffer
-    written in place) makes the next call compute it again; an unchanged call reuses it."""
+    by the caller; a parameter written in place, replaced, given new ``.data`` or written through
+    ``.data``, which leaves its version counter alone; a buffer written in place or through
+    ``.data``; a constant tensor of the model written in place or through ``.data``) makes the
+    next call compute it again; an unchanged call reuses it."""
     torch.manual_seed(5)
-    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 2)).double().eval()
+    model = _ScaledNet().double().eval()
     x = torch.randn(3, 4, dtype=torch.float64)
     reference = torch.randn(1, 4, dtype=torch.float64)
     for _ in range(2):
@@ -362,16 +377,62 @@ def test_a_changed_reference_or_model_state_is_recomputed_not_reused() -> None:
     assert _reuse(model, x + 1, reference)[1] == 1
     changes = {
         "reference values": lambda: reference.mul_(0.5),
-        "weight in place": lambda: model[0].weight.add_(0.1),
-        "weight replaced": lambda: setattr(model[3], "weight", nn.Parameter(torch.randn(2, 6, dtype=torch.float64))),
-        "weight .data": lambda: setattr(model[0].weight, "data", torch.randn(6, 4, dtype=torch.float64)),
-        "buffer in place": lambda: model[1].running_mean.add_(0.2),
+        "weight in place": lambda: model.first.weight.add_(0.1),
+        "weight replaced": lambda: setattr(model.last, "weight", nn.Parameter(torch.randn(2, 6, dtype=torch.float64))),
+        "weight .data": lambda: setattr(model.first.weight, "data", torch.randn(6, 4, dtype=torch.float64)),
+        "weight written through .data": lambda: model.first.weight.data[1, 2].add_(1e-12),
+        "bias written through .data": lambda: model.last.bias.data.mul_(1.5),
+        "buffer in place": lambda: model.norm.running_mean.add_(0.2),
+        "buffer written through .data": lambda: model.norm.running_var.data.add_(0.3),
+        "constant in place": lambda: model.scale.mul_(1.25),
+        "constant written through .data": lambda: model.scale.data[0].fill_(3.0),
     }
     for what, change in changes.items():
         with torch.no_grad():
             change()
         assert _reuse(model, x, reference)[1] == 0, f"{what}: the kept reference side was reused"
         assert _reuse(model, x - 1, reference)[1] == 1, f"{what}: then it is kept again"
+
+
+def test_the_reference_side_is_reused_by_default_where_the_reference_is_shared() -> None:
+    """``reuse_reference=None`` (default): reused for a reference of batch size one, not for a
+    batch of per-example references (which ``True`` reuses too, ``False`` neither)."""
+    torch.manual_seed(7)
+    model = _ReluNet().double().eval()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    shared, per_example = torch.randn(1, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
+    for reference, choice, reused in [
+        (shared, None, True),
+        (per_example, None, False),
+        (per_example, True, True),
+        (shared, False, False),
+    ]:
+        before = fast_path.counts["reference_reused"]
+        for _ in range(3):
+            got, _ = explain(model, (x,), reference, 1, None, backend="traced", reuse_reference=choice)
+        exact, _ = explain(model, (x,), reference, 1, None, backend="interpreter")
+        torch.testing.assert_close(got[0], exact[0], rtol=0, atol=1e-14)
+        assert (fast_path.counts["reference_reused"] - before > 0) == reused, (tuple(reference.shape), choice)
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16, torch.int64, torch.bool]
+)
+def test_fingerprint_sees_any_one_element_changed(dtype: torch.dtype) -> None:
+    """The fingerprint is exact: changing one element by its smallest step changes it, in every
+    dtype; the same values give the same fingerprint (also as another tensor)."""
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(5, 7, generator=g).mul(10).to(dtype)
+    before = fast_path.fingerprint([t, t.t()])
+    assert torch.equal(before, fast_path.fingerprint([t.clone(), t.t().clone()]))
+    changed = t.clone()
+    if dtype.is_floating_point:
+        changed[2, 3] = torch.nextafter(changed[2, 3], torch.tensor(float("inf"), dtype=dtype))
+    else:
+        changed[2, 3] = ~changed[2, 3] if dtype is torch.bool else changed[2, 3] + 1
+    after = fast_path.fingerprint([changed, t.t()])
+    assert not torch.equal(before, after)
+    assert int(after[1]) == int(before[1])  # the untouched tensor's own fingerprint
 
 
 def test_only_one_program_keeps_its_reference_side() -> None:

@@ -243,11 +243,11 @@ class DeepLiftOptions:
     backend: str = "auto"
     #: Reuse the reference side's values (the model's values at the references and what the
     #: rules compute from them alone) from one replayed call to the next while the references
-    #: and the model's parameters and buffers stay the same (``"traced"`` programs; see
-    #: :class:`deltalift.fast_path.ReferenceSide`).  Parameters replaced or written in place
-    #: are seen; a write through ``param.data`` is not (it bypasses the version counter), so
-    #: this is for models that are not trained meanwhile, or trained without ``.data``.
-    reuse_reference: bool = False
+    #: and the model's parameters, buffers and constants stay the same (``"traced"`` programs;
+    #: :class:`deltalift.fast_path.ReferenceSide` says how a change is seen, ``param.data``
+    #: writes included).  ``None``: where every reference is shared by the batch (batch size
+    #: one), so that what is kept is one example's; ``True``: also per-example references.
+    reuse_reference: bool | None = None
 
     def __post_init__(self) -> None:
         check_backend(self.backend)
@@ -436,6 +436,7 @@ def _deeplift_recorded(
         return [t.detach(), t0.detach(), *multipliers]
 
     registry = options.registry
+    reuse = _reuses_reference(options.reuse_reference, references)
     key = (
         id(plan),
         id(registry),
@@ -445,19 +446,25 @@ def _deeplift_recorded(
         options.softmax_adjustment,
         layout,
         None if target_input is not None else repr(target),
-        options.reuse_reference,
+        reuse,
     )
     constants = [value for value in program.constants.values() if isinstance(value, Tensor)]
     first = 1 if options.backend == "auto" else 0
-    reused = None
-    if options.reuse_reference:
-        reused = (range(n_state), range(n_state + n, n_state + 2 * n))
+    reused = (range(n_state), range(n_state + n, n_state + 2 * n)) if reuse else None
     outputs = run_recorded(
         program, key, walk, inputs, backend, interpreted_first=first, constants=constants, reused=reused
     )
     if outputs is None:
         return None
     return outputs[0], outputs[1], outputs[2:]
+
+
+def _reuses_reference(choice: bool | None, references: Sequence[Tensor]) -> bool:
+    """``DeepLiftOptions.reuse_reference``: as chosen, or (``None``) where every reference is
+    shared by the batch."""
+    if choice is None:
+        return all(r.ndim > 0 and r.shape[0] == 1 for r in references)
+    return choice
 
 
 def _explained_leaf(x: Tensor) -> Tensor:

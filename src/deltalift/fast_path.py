@@ -263,16 +263,20 @@ class ReferenceSide:
 
     ``module`` maps the program's tensor inputs at ``fixed`` (the state at ``state``, the
     references at ``references``) to the values the rest of the program reads of that part.
-    They are reused when every state tensor is the one of the last call (the same storage, held
-    meanwhile so that it cannot be freed and its address reused, and not written to since: its
-    version counter) and every reference equals the last call's.  One program at a time keeps
-    its values (:data:`_holder`), so the memory held is one reference side's."""
+    They are reused when every state tensor and every constant the part reads is the one of the
+    last call (the same storage, held meanwhile so that it cannot be freed and its address
+    reused, the same layout, not written to since by its version counter, and the same
+    :func:`fingerprint`, which sees writes through ``param.data`` that bypass the version
+    counter) and every reference equals the last call's.  One program at a time keeps its
+    values (:data:`_holder`), so the memory held is one reference side's."""
 
     module: torch.fx.GraphModule
     state: tuple[int, ...]
     references: tuple[int, ...]
     held_state: list[Tensor] = field(default_factory=list)
     versions: list[int] = field(default_factory=list)
+    fingerprints: Tensor | None = None
+    constants: list[Tensor] | None = None
     held_references: list[Tensor] = field(default_factory=list)
     values: list[Tensor] | None = None
 
@@ -280,7 +284,14 @@ class ReferenceSide:
     def fixed(self) -> tuple[int, ...]:
         return tuple(sorted(self.state + self.references))
 
-    def _is_last_call(self, state: list[Tensor], references: list[Tensor]) -> bool:
+    def _watched(self, tensors: list[Tensor]) -> list[Tensor]:
+        """The state tensors among ``tensors`` and the constants the part reads."""
+        if self.constants is None:
+            read = [getattr(self.module, str(n.target)) for n in self.module.graph.nodes if n.op == "get_attr"]
+            self.constants = [c for c in read if isinstance(c, Tensor)]
+        return [tensors[i] for i in self.state] + self.constants
+
+    def _is_last_call(self, watched: list[Tensor], references: list[Tensor]) -> bool:
         return (
             self.values is not None
             and all(
@@ -288,14 +299,15 @@ class ReferenceSide:
                 and t._version == version
                 and t.shape == kept.shape
                 and t.stride() == kept.stride()
-                for t, kept, version in zip(state, self.held_state, self.versions)
+                for t, kept, version in zip(watched, self.held_state, self.versions)
             )
             and all(torch.equal(r, kept) for r, kept in zip(references, self.held_references))
+            and _same(fingerprint(watched), self.fingerprints)
         )
 
     def values_for(self, tensors: list[Tensor]) -> list[Tensor]:
-        state, references = [tensors[i] for i in self.state], [tensors[i] for i in self.references]
-        if self._is_last_call(state, references):
+        watched, references = self._watched(tensors), [tensors[i] for i in self.references]
+        if self._is_last_call(watched, references):
             counts["reference_reused"] += 1
             return self.values  # type: ignore[return-value]
         values = list(self.module(*(tensors[i] for i in self.fixed)))
@@ -303,13 +315,39 @@ class ReferenceSide:
         previous = _holder() if _holder is not None else None
         if previous is not None and previous is not self:
             previous.forget()
-        self.held_state, self.versions = state, [t._version for t in state]
+        self.held_state, self.versions = watched, [t._version for t in watched]
+        self.fingerprints = fingerprint(watched)
         self.held_references, self.values = [r.clone() for r in references], values
         _holder = weakref.ref(self)
         return values
 
     def forget(self) -> None:
         self.held_state, self.versions, self.held_references, self.values = [], [], [], None
+        self.fingerprints = None
+
+
+#: Integer types of each element width, for :func:`fingerprint`.
+_SAME_WIDTH_INTEGERS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def fingerprint(tensors: Sequence[Tensor]) -> Tensor | None:
+    """Per tensor, the sum of its elements' bit patterns read as integers (of their width, summed
+    in ``int64`` with wrap-around: exact and independent of the order of summation).  A write
+    that changes one element, or several by other than a permutation of values within one tensor
+    (or integer differences that cancel exactly), changes it; it costs one read of the tensors.
+    ``None`` for a tensor whose bits cannot be viewed (sparse, quantized): then nothing is reused."""
+    sums = []
+    for t in tensors:
+        try:
+            flat = t.detach().reshape(-1)
+            sums.append(flat.view(_SAME_WIDTH_INTEGERS.get(flat.element_size(), torch.uint8)).sum(dtype=torch.int64))
+        except (RuntimeError, NotImplementedError):
+            return None
+    return torch.stack([s.to(sums[0].device) for s in sums]) if sums else torch.zeros(0, dtype=torch.int64)
+
+
+def _same(a: Tensor | None, b: Tensor | None) -> bool:
+    return a is not None and b is not None and torch.equal(a, b)
 
 
 #: The reference side that holds its values now.

@@ -329,7 +329,7 @@ def _grad_cam_mode(inputs: Tensor) -> str:
 
 
 def _deeplift(context: Context) -> tuple[Attribute, dict[str, Any]]:
-    method = DeepLift(context.model, rule=context.options.rule, reuse_reference=True)  # nothing trains it meanwhile
+    method = DeepLift(context.model, rule=context.options.rule, reuse_reference=True)  # one reference, every batch
 
     def attribute(x: Tensor, baseline: Baseline, target: Tensor | None) -> tuple[Tensor, Tensor | None]:
         a, d = method.attribute(x, baselines=baseline, target=target, return_convergence_delta=True)

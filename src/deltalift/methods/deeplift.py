@@ -72,11 +72,14 @@ class DeepLift(AttributionMethod):
     reuse_reference:
         Keep the reference side of a replayed call (the model at the references, and what the
         rules compute from it alone) for the next call while the references and the model's
-        parameters and buffers stay the same: explaining batch after batch against one baseline
-        then costs the input side alone (ViT-B/16: 1.52x an input gradient without, 1.25x with,
-        on the README's machine).  Replacing a parameter or writing to it in place is seen
-        (its storage and version counter); a write through ``param.data`` is not, so leave this
-        off while the model is trained that way.  The values are the same either way.
+        parameters, buffers and constants stay the same: explaining batch after batch against
+        one baseline then costs the input side alone (ViT-B/16 on the README's machine: about
+        a fifth less).  A change is seen by storage, version counter and a fingerprint of the
+        values' bits, so writes through ``param.data`` are seen too (all but a permutation of
+        values within one tensor).  The values are the same either way.  ``None`` (default):
+        where every reference is shared by the batch (batch size one), so that what is kept is
+        one example's values; ``True`` also for per-example references (a batch of them kept);
+        ``False``: never.
     """
 
     returns_convergence_delta = True
@@ -95,7 +98,7 @@ class DeepLift(AttributionMethod):
         rule_overrides: dict[str, str] | None = None,
         softmax_adjustment: bool = False,
         backend: str = "auto",
-        reuse_reference: bool = False,
+        reuse_reference: bool | None = None,
     ) -> None:
         super().__init__(model, multiply_by_inputs)
         self.eps = eps
