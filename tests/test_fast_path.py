@@ -435,6 +435,39 @@ def test_fingerprint_sees_any_one_element_changed(dtype: torch.dtype) -> None:
     assert int(after[1]) == int(before[1])  # the untouched tensor's own fingerprint
 
 
+def _kept_ops(program: Any) -> list[str]:
+    side = program.reference_side.module.graph
+    (output,) = [n for n in side.nodes if n.op == "output"]
+    return [str(n.target) for n in output.args[0]]
+
+
+def test_the_reference_side_keeps_dense_layers_and_recomputes_element_wise_ops() -> None:
+    """What is kept of the reference side are the costly values (a matrix product, a reduction);
+    the element-wise ops and views the rest reads are computed again from them at every call,
+    except where that would keep a larger value than their own (a row copied out of a repeated
+    reference).  The replayed values are the unsplit program's."""
+
+    def walk(weight: torch.Tensor, reference: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
+        h0, h = reference @ weight, x @ weight
+        y0 = torch.tanh(h0)
+        m = (torch.tanh(h) - y0) / (h - h0)  # Rescale's secant, reading h0 and tanh(h0)
+        total0 = torch.logsumexp(h0, 1, keepdim=True)
+        repeated = torch.empty_like(x).copy_(reference.expand_as(x))  # a reference expanded to the batch
+        row = repeated[:1].clone()
+        return [m * (h0 - total0).exp(), x * row]
+
+    g = torch.Generator().manual_seed(0)
+    weight, reference = torch.randn(5, 7, generator=g), torch.randn(1, 5, generator=g)
+    x = torch.randn(3, 5, generator=g)
+    expected, program = fast_path.record(walk, [weight, reference, x], "traced", reused=([0], [1]))
+    assert sorted(_kept_ops(program)) == ["aten.clone.default", "aten.logsumexp.default", "aten.mm.default"]
+    for _ in range(3):  # computed and kept, then reused
+        got = program.run([weight, reference, x])
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert program.reference_side.values is not None
+
+
 def test_only_one_program_keeps_its_reference_side() -> None:
     """The kept values are one reference side's: a second program's call drops the first's."""
     torch.manual_seed(6)
