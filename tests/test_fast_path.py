@@ -328,7 +328,14 @@ def _splits(name: str) -> bool:
 
 
 @pytest.mark.parametrize("name", list(arch.CASES))
-def test_reused_reference_side_equals_interpreter_on_the_matrix(name: str) -> None:
+@pytest.mark.parametrize("recomputed", ["large values recomputed", "all recomputed"])
+def test_reused_reference_side_equals_interpreter_on_the_matrix(
+    name: str, recomputed: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the default threshold the matrix's small models keep their element-wise values; at 0
+    every element-wise op and view the rest reads is computed again from what is kept."""
+    if recomputed == "all recomputed":
+        monkeypatch.setattr(fast_path, "RECOMPUTED_BYTES", 0)
     fast_path.clear()
     assert_reused_reference_matches(name)
 
@@ -441,11 +448,16 @@ def _kept_ops(program: Any) -> list[str]:
     return [str(n.target) for n in output.args[0]]
 
 
-def test_the_reference_side_keeps_dense_layers_and_recomputes_element_wise_ops() -> None:
+@pytest.mark.parametrize("smallest_recomputed", [0, 2**20])
+def test_the_reference_side_keeps_dense_layers_and_recomputes_element_wise_ops(
+    smallest_recomputed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What is kept of the reference side are the costly values (a matrix product, a reduction);
     the element-wise ops and views the rest reads are computed again from them at every call,
     except where that would keep a larger value than their own (a row copied out of a repeated
-    reference).  The replayed values are the unsplit program's."""
+    reference) or where they are small (below ``RECOMPUTED_BYTES``: all of them here at 1 MiB).
+    The replayed values are the unsplit program's."""
+    monkeypatch.setattr(fast_path, "RECOMPUTED_BYTES", smallest_recomputed)
 
     def walk(weight: torch.Tensor, reference: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
         h0, h = reference @ weight, x @ weight
@@ -460,7 +472,11 @@ def test_the_reference_side_keeps_dense_layers_and_recomputes_element_wise_ops()
     weight, reference = torch.randn(5, 7, generator=g), torch.randn(1, 5, generator=g)
     x = torch.randn(3, 5, generator=g)
     expected, program = fast_path.record(walk, [weight, reference, x], "traced", reused=([0], [1]))
-    assert sorted(_kept_ops(program)) == ["aten.clone.default", "aten.logsumexp.default", "aten.mm.default"]
+    kept = sorted(_kept_ops(program))
+    if smallest_recomputed:  # tanh(h0), h0 - total0, its exponential: small, kept
+        assert "aten.tanh.default" in kept and "aten.exp.default" in kept
+    else:
+        assert kept == ["aten.clone.default", "aten.logsumexp.default", "aten.mm.default"]
     for _ in range(3):  # computed and kept, then reused
         got = program.run([weight, reference, x])
         for a, b in zip(got, expected):

@@ -400,7 +400,13 @@ def _recomputed(node: torch.fx.Node) -> bool:
         return False
     size = node.meta.get("kept_bytes")
     read = [a.meta.get("kept_bytes") for a in node.all_input_nodes]
-    return size is not None and all(r is not None and r <= size for r in read)
+    return size is not None and size >= RECOMPUTED_BYTES and all(r is not None and r <= size for r in read)
+
+
+#: The smallest value (bytes of its storage) of the reference side's element-wise ops and views
+#: that is computed again at every call rather than kept: below it, the replay's cost per op
+#: outweighs a pass over the value, and keeping it costs little.
+RECOMPUTED_BYTES = 2**20
 
 
 def split_reference_side(
