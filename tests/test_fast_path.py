@@ -22,6 +22,9 @@ in float64, to 1e-10 relative to the contributions' scale.
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import warnings
 import zlib
 from typing import Any
 
@@ -54,6 +57,13 @@ def _one_thread() -> Any:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _reference_side_always_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether a reference side is kept depends on timings (CHECKS_PER_COMPUTATION); the tests of
+    reuse must not, so every reference side here is kept unless a test says otherwise."""
+    monkeypatch.setattr(fast_path, "CHECKS_PER_COMPUTATION", 0.0)
 
 
 def other_inputs(name: str, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -425,21 +435,44 @@ def test_the_reference_side_is_reused_by_default_where_the_reference_is_shared()
 @pytest.mark.parametrize(
     "dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16, torch.int64, torch.bool]
 )
-def test_fingerprint_sees_any_one_element_changed(dtype: torch.dtype) -> None:
+@pytest.mark.parametrize("rows", [5, 5000])  # grouped with the other small tensors, or (mostly) summed on its own
+def test_fingerprint_sees_any_one_element_changed(dtype: torch.dtype, rows: int) -> None:
     """The fingerprint is exact: changing one element by its smallest step changes it, in every
     dtype; the same values give the same fingerprint (also as another tensor)."""
     g = torch.Generator().manual_seed(0)
-    t = torch.randn(5, 7, generator=g).mul(10).to(dtype)
-    before = fast_path.fingerprint([t, t.t()])
-    assert torch.equal(before, fast_path.fingerprint([t.clone(), t.t().clone()]))
+    t = torch.randn(rows, 7, generator=g).mul(10).to(dtype)
+    other = torch.randn(6000, 5, generator=g)
+    before = fast_path.fingerprint([t, other, t.t()])
+    assert torch.equal(before, fast_path.fingerprint([t.clone(), other.clone(), t.t().clone()]))
     changed = t.clone()
     if dtype.is_floating_point:
         changed[2, 3] = torch.nextafter(changed[2, 3], torch.tensor(float("inf"), dtype=dtype))
     else:
         changed[2, 3] = ~changed[2, 3] if dtype is torch.bool else changed[2, 3] + 1
-    after = fast_path.fingerprint([changed, t.t()])
+    after = fast_path.fingerprint([changed, other, t.t()])
     assert not torch.equal(before, after)
-    assert int(after[1]) == int(before[1])  # the untouched tensor's own fingerprint
+    untouched = int(t.numel() * t.element_size() >= fast_path.FINGERPRINT_GROUPED)  # the other tensor's own sum
+    assert int(after[untouched]) == int(before[untouched])
+
+
+def test_a_reference_side_that_costs_less_than_its_checks_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where computing the reference side takes less than ``CHECKS_PER_COMPUTATION`` times its
+    fingerprint (timed at its first computation), it is computed at every call; the values are
+    the same."""
+    torch.manual_seed(9)
+    model = _ReluNet().double().eval()
+    x, reference = torch.randn(3, 4, dtype=torch.float64), torch.randn(1, 4, dtype=torch.float64)
+    exact, _ = explain(model, (x,), reference, 1, None, backend="interpreter")
+    for factor, kept in [(1e9, False), (0.0, True)]:
+        monkeypatch.setattr(fast_path, "CHECKS_PER_COMPUTATION", factor)
+        fast_path.clear()
+        before = fast_path.counts["reference_reused"]
+        for _ in range(4):
+            got, _ = explain(model, (x,), reference, 1, None, backend="traced")
+            torch.testing.assert_close(got[0], exact[0], rtol=0, atol=1e-14)
+        sides = [e.program.reference_side for _, p in fast_path._cache.values() for e in p.entries.values()]
+        assert [side.pays for side in sides if side is not None] == [kept]
+        assert (fast_path.counts["reference_reused"] > before) == kept
 
 
 def _kept_ops(program: Any) -> list[str]:
@@ -482,6 +515,40 @@ def test_the_reference_side_keeps_dense_layers_and_recomputes_element_wise_ops(
         for a, b in zip(got, expected):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert program.reference_side.values is not None
+
+
+def test_threads_explaining_against_different_references_get_their_own_values() -> None:
+    """Two threads replaying one program against two references: each call's kept reference side
+    is checked and read under one lock (without it, a call could read the values another thread
+    had just computed for its own reference: 6 of 600 calls were wrong when this was written)."""
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch as often as possible
+    try:
+        torch.manual_seed(8)
+        model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)).double().eval()
+        x = torch.randn(3, 4, dtype=torch.float64)
+        references = [torch.randn(1, 4, dtype=torch.float64) for _ in range(2)]
+        exact = [explain(model, (x,), r, 1, None, backend="interpreter")[0][0] for r in references]
+        for r in references:
+            explain(model, (x,), r, 1, None, backend="traced")
+        wrong: list[int] = []
+
+        def explain_often(i: int) -> None:
+            for _ in range(300):
+                got = explain(model, (x,), references[i], 1, None, backend="traced")[0][0]
+                if not torch.allclose(got, exact[i], rtol=0, atol=1e-12):
+                    wrong.append(i)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a wrong value would also fail the convergence check
+            threads = [threading.Thread(target=explain_often, args=(i,)) for i in range(2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        sys.setswitchinterval(switch)
+    assert not wrong
 
 
 def test_only_one_program_keeps_its_reference_side() -> None:

@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import operator
 import os
+import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -283,6 +285,9 @@ class ReferenceSide:
     constants: list[Tensor] | None = None
     held_references: list[Tensor] = field(default_factory=list)
     values: list[Tensor] | None = None
+    #: Whether keeping the values pays (decided at their first computation, see
+    #: :data:`CHECKS_PER_COMPUTATION`); where it does not, they are computed at every call.
+    pays: bool | None = None
 
     @property
     def fixed(self) -> tuple[int, ...]:
@@ -310,52 +315,92 @@ class ReferenceSide:
         )
 
     def values_for(self, tensors: list[Tensor]) -> list[Tensor]:
-        watched, references = self._watched(tensors), [tensors[i] for i in self.references]
-        if self._is_last_call(watched, references):
-            counts["reference_reused"] += 1
-            return self.values  # type: ignore[return-value]
-        values = list(self.module(*(tensors[i] for i in self.fixed)))
-        global _holder
-        previous = _holder() if _holder is not None else None
-        if previous is not None and previous is not self:
-            previous.forget()
-        self.held_state, self.versions = watched, [t._version for t in watched]
-        self.fingerprints = fingerprint(watched)
-        self.held_references, self.values = [r.clone() for r in references], values
-        _holder = weakref.ref(self)
-        return values
+        if self.pays is False:
+            return list(self.module(*(tensors[i] for i in self.fixed)))
+        with _holding:  # another thread's call must not swap the values between check and read
+            watched, references = self._watched(tensors), [tensors[i] for i in self.references]
+            if self._is_last_call(watched, references):
+                counts["reference_reused"] += 1
+                return self.values  # type: ignore[return-value]
+            start = time.perf_counter()
+            values = list(self.module(*(tensors[i] for i in self.fixed)))
+            computing = _synchronized(values, start)
+            start = time.perf_counter()
+            fingerprints = fingerprint(watched)
+            checking = _synchronized(values, start)
+            if self.pays is None:
+                self.pays = checking * CHECKS_PER_COMPUTATION < computing
+                if not self.pays:
+                    return values
+            global _holder
+            previous = _holder() if _holder is not None else None
+            if previous is not None and previous is not self:
+                previous.forget()
+            self.held_state, self.versions, self.fingerprints = watched, [t._version for t in watched], fingerprints
+            self.held_references, self.values = [r.clone() for r in references], values
+            _holder = weakref.ref(self)
+            return values
 
     def forget(self) -> None:
         self.held_state, self.versions, self.held_references, self.values = [], [], [], None
         self.fingerprints = None
 
 
+#: The reference side is kept only where computing it takes longer than this many times its
+#: fingerprint (measured at its first computation): a small model at a small size (ResNet-18 at
+#: 64x64) computes its batch-one reference side in about the time the fingerprint reads its weights.
+CHECKS_PER_COMPUTATION = 1.5
+
+
+def _synchronized(values: list[Tensor], start: float) -> float:
+    """Seconds since ``start`` once the work on ``values``' device is done."""
+    devices = {v.device for v in values if v.device.type == "cuda"}
+    for device in devices:
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
 def fingerprint(tensors: Sequence[Tensor]) -> Tensor | None:
-    """Per tensor, the sum of its bytes read as 32-bit integers (modulo ``2**32``: exact and
-    independent of the order of summation; the bytes of a size not divisible by four as 8-bit
-    integers).  A write that changes one element changes it, as does a write of several unless
-    their differences cancel modulo ``2**32`` (a permutation of values within one tensor does);
-    it costs one read of the tensors, as fast as a float sum.  ``None`` for a tensor whose bytes
-    cannot be viewed (sparse, quantized): then nothing is reused."""
-    sums = []
+    """Sums of the tensors' bytes read as 32-bit integers (modulo ``2**32``: exact and independent
+    of the order of summation): one per tensor, and one for all tensors under
+    :data:`FINGERPRINT_GROUPED` bytes together (per device; one sum instead of hundreds of small
+    ones).  A write that changes one element changes it, as does a write of several unless their
+    differences cancel modulo ``2**32`` (a permutation of values within one tensor does); it costs
+    one read of the tensors, as fast as a float sum.  ``None`` for a tensor whose bytes cannot be
+    viewed (sparse, quantized): then nothing is reused."""
+    sums: list[Tensor] = []
+    small: dict[torch.device, list[Tensor]] = {}
     for t in tensors:
         try:
             data = t.detach().reshape(-1).view(torch.uint8)
-            if data.numel() % 4 == 0:
-                sums.append(data.view(torch.int32).sum(dtype=torch.int32))
-            else:
-                sums.append(data.sum(dtype=torch.int32))
         except (RuntimeError, NotImplementedError):
             return None
+        if data.numel() < FINGERPRINT_GROUPED:
+            small.setdefault(data.device, []).append(data)
+        else:
+            sums.append(_word_sum(data))
+    sums += [_word_sum(torch.cat(group)) for group in small.values()]
     return torch.stack([s.to(sums[0].device) for s in sums]) if sums else torch.zeros(0, dtype=torch.int32)
+
+
+#: Tensors under this many bytes are fingerprinted together.
+FINGERPRINT_GROUPED = 2**16
+
+
+def _word_sum(data: Tensor) -> Tensor:
+    """The sum of bytes read as 32-bit words modulo ``2**32`` (as bytes where they are not whole words)."""
+    if data.numel() % 4 == 0:
+        return data.view(torch.int32).sum(dtype=torch.int32)
+    return data.sum(dtype=torch.int32)
 
 
 def _same(a: Tensor | None, b: Tensor | None) -> bool:
     return a is not None and b is not None and torch.equal(a, b)
 
 
-#: The reference side that holds its values now.
+#: The reference side that holds its values now, and the lock of every reference side's values.
 _holder: weakref.ref[ReferenceSide] | None = None
+_holding = threading.Lock()
 
 
 def _reference_side_nodes(graph: torch.fx.Graph, fixed: set[torch.fx.Node]) -> set[torch.fx.Node]:
@@ -380,7 +425,7 @@ def _reference_side_nodes(graph: torch.fx.Graph, fixed: set[torch.fx.Node]) -> s
 
 
 #: Ops of the reference side that read no data of their tensor argument (its shape alone).
-_SHAPE_ONLY = (aten.zeros_like, aten.ones_like, aten.full_like, aten.empty_like)
+_SHAPE_ONLY = (aten.zeros_like, aten.ones_like, aten.full_like)
 
 
 def _recomputed(node: torch.fx.Node) -> bool:
@@ -394,9 +439,7 @@ def _recomputed(node: torch.fx.Node) -> bool:
     if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload) or _written_arguments(node):
         return False
     view = any(r.alias_info is not None for r in target._schema.returns)
-    if target.overloadpacket in _SHAPE_ONLY:
-        return True
-    if not (view or torch.Tag.pointwise in target.tags):
+    if not (view or torch.Tag.pointwise in target.tags or target.overloadpacket in _SHAPE_ONLY):
         return False
     size = node.meta.get("kept_bytes")
     read = [a.meta.get("kept_bytes") for a in node.all_input_nodes]
@@ -428,21 +471,20 @@ def split_reference_side(
             if written in inside and (node not in inside or set(written.users) != {node}):
                 return None
     again: set[torch.fx.Node] = set()  # computed again by the rest
-    frontier: list[torch.fx.Node] = []  # kept
+    kept_nodes: set[torch.fx.Node] = set()
     wanted = [a for n in graph.nodes if n not in inside for a in n.all_input_nodes if a in inside]
     while wanted:
         node = wanted.pop()
-        if node in again or node in frontier or node.op != "call_function":
+        if node in again or node in kept_nodes or node.op != "call_function":
             continue
         if _recomputed(node):
             again.add(node)
             wanted.extend(a for a in node.all_input_nodes if a in inside)
         else:
-            frontier.append(node)
+            kept_nodes.add(node)
+    frontier = [n for n in graph.nodes if n in kept_nodes]
     if not frontier:
         return None
-    order = {n: i for i, n in enumerate(graph.nodes)}
-    frontier.sort(key=order.__getitem__)
     side_graph = torch.fx.Graph()
     env: dict[torch.fx.Node, torch.fx.Node] = {}
     for i in fixed:
