@@ -206,16 +206,22 @@ def test_rules_on_tiled_rows(rule):
     shared_and_repeated(model, x, [0, 1, 2], rule=rule)
 
 
+bmm, mm = torch.ops.aten.bmm.default, torch.ops.aten.mm.default
+
+
 @pytest.mark.parametrize(
-    ("op", "a_shapes", "b_shapes"),
+    ("op", "a_shapes", "b_shapes", "reference_rows"),
     [
-        (torch.ops.aten.bmm.default, ((6, 4, 3), (2, 4, 3)), ((6, 3, 5), (2, 3, 5))),  # both tile
-        (torch.ops.aten.bmm.default, ((6, 4, 3), (2, 4, 3)), ((6, 3, 5), (6, 3, 5))),  # one tiles
-        (torch.ops.aten.bmm.default, ((6, 4, 3), (1, 4, 3)), ((6, 3, 5), (6, 3, 5))),  # one broadcasts
-        (torch.ops.aten.mm.default, ((6, 3), (2, 3)), ((3, 5), (3, 5))),  # the rows of a tile
+        (bmm, ((6, 4, 3), (2, 4, 3)), ((6, 3, 5), (2, 3, 5)), 2),  # both tile: the product's reference tiles
+        (bmm, ((6, 4, 3), (2, 4, 3)), ((6, 3, 5), (6, 3, 5)), 6),  # the first tiles
+        (bmm, ((6, 4, 3), (6, 4, 3)), ((6, 3, 5), (2, 3, 5)), 6),  # the second tiles
+        (bmm, ((6, 4, 3), (1, 4, 3)), ((6, 3, 5), (6, 3, 5)), 6),  # one broadcasts
+        (bmm, ((6, 4, 3), (1, 4, 3)), ((6, 3, 5), (1, 3, 5)), 1),  # both broadcast
+        (bmm, ((6, 4, 3), (2, 4, 3)), ((6, 3, 5), (1, 3, 5)), 6),  # one tiles, one broadcasts
+        (mm, ((6, 3), (2, 3)), ((3, 5), (3, 5)), 2),  # the rows of a tile
     ],
 )
-def test_matrix_products_of_tiled_references(op, a_shapes, b_shapes):
+def test_matrix_products_of_tiled_references(op, a_shapes, b_shapes, reference_rows):
     """The product of two activations whose references tile their rows has the values and
     multipliers of the references repeated (its reference output tiles where both factors' do)."""
     g = torch.Generator().manual_seed(0)
@@ -226,15 +232,43 @@ def test_matrix_products_of_tiled_references(op, a_shapes, b_shapes):
         a, b = a_x.clone().requires_grad_(True), b_x.clone().requires_grad_(True)
         out = product_rule_module._matrix_product(op, Pair(a, a_ref), Pair(b, b_ref))
         out.x.backward(grad)
+        rows.append(out.ref.shape[0])
         return out.x, aligned(Pair(out.x, out.ref)).ref.expand_as(out.x), a.grad, b.grad
 
     def repeated(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         return ref.repeat(x.shape[0] // ref.shape[0], *[1] * (ref.ndim - 1))
 
+    rows: list[int] = []
     compact, full = run(a_ref, b_ref), run(repeated(a_x, a_ref), repeated(b_x, b_ref))
+    assert rows == [reference_rows, a_x.shape[0]]  # compact where both factors' references tile
     for got, want in zip(compact, full):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     a_mid = (a_x + repeated(a_x, a_ref)) / 2
     b_mid = (b_x + repeated(b_x, b_ref)) / 2
     torch.testing.assert_close(compact[2], grad @ b_mid.transpose(-1, -2))  # Shapley: m_a = . @ b_mid
     torch.testing.assert_close(compact[3], a_mid.transpose(-1, -2) @ grad)
+
+
+class BatchedProducts(nn.Module):
+    """``bmm`` of an activation and a constant: one matrix expanded over the batch (as ``F.linear``
+    on a permuted activation decomposes) and one matrix per example, after a view that folds the
+    batch into the rows."""
+
+    def __init__(self, batch: int) -> None:
+        super().__init__()
+        self.shared = nn.Parameter(torch.randn(6, 6))
+        self.register_buffer("per_example", torch.randn(batch * 5, 6, 4))
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, length, width = x.shape
+        h = torch.tanh(torch.bmm(x, self.shared.expand(n, width, width)))
+        rows = h.reshape(n * length, 1, width)
+        g = torch.relu(torch.bmm(rows, self.per_example)).reshape(n, length, -1)
+        return self.head(g.mean(1))
+
+
+def test_products_of_an_activation_and_a_constant_with_a_shared_reference():
+    torch.manual_seed(0)
+    model, x = built(BatchedProducts(4), 4, 5, 6)
+    shared_and_repeated(model, x, [0, 2, 1, 0])

@@ -398,6 +398,8 @@ def test_a_changed_reference_or_model_state_is_recomputed_not_reused() -> None:
         "weight replaced": lambda: setattr(model.last, "weight", nn.Parameter(torch.randn(2, 6, dtype=torch.float64))),
         "weight .data": lambda: setattr(model.first.weight, "data", torch.randn(6, 4, dtype=torch.float64)),
         "weight written through .data": lambda: model.first.weight.data[1, 2].add_(1e-12),
+        "weight negated through .data": lambda: model.first.weight.data.neg_(),
+        "weight's magnitudes through .data": lambda: model.first.weight.data.abs_(),
         "bias written through .data": lambda: model.last.bias.data.mul_(1.5),
         "buffer in place": lambda: model.norm.running_mean.add_(0.2),
         "buffer written through .data": lambda: model.norm.running_var.data.add_(0.3),
@@ -443,16 +445,36 @@ def test_fingerprint_sees_any_one_element_changed(dtype: torch.dtype, rows: int)
     t = torch.randn(rows, 7, generator=g).mul(10).to(dtype)
     other = torch.randn(6000, 5, generator=g)
     before = fast_path.fingerprint([t, other, t.t()])
-    assert torch.equal(before, fast_path.fingerprint([t.clone(), other.clone(), t.t().clone()]))
+    assert fast_path._same(before, fast_path.fingerprint([t.clone(), other.clone(), t.t().clone()]))
     changed = t.clone()
     if dtype.is_floating_point:
         changed[2, 3] = torch.nextafter(changed[2, 3], torch.tensor(float("inf"), dtype=dtype))
     else:
         changed[2, 3] = ~changed[2, 3] if dtype is torch.bool else changed[2, 3] + 1
     after = fast_path.fingerprint([changed, other, t.t()])
-    assert not torch.equal(before, after)
+    assert before is not None and after is not None
+    assert not torch.equal(before[0], after[0])  # the word sums alone see it
     untouched = int(t.numel() * t.element_size() >= fast_path.FINGERPRINT_GROUPED)  # the other tensor's own sum
-    assert int(after[untouched]) == int(before[untouched])
+    assert int(after[0][untouched]) == int(before[0][untouched])
+
+
+def test_fingerprint_sees_sign_changes_and_reads_misaligned_tensors() -> None:
+    """A change of sign moves a word by ``2**31``, so two cancel modulo ``2**32``: the float sum
+    sees them (negation, magnitudes, one pair of signs flipped).  A half-precision tensor that
+    starts inside a word of a shared buffer is read as bytes."""
+    g = torch.Generator().manual_seed(1)
+    for rows in (4, 5000):
+        t = torch.randn(rows, 8, generator=g)
+        flipped = t.clone()
+        flipped[0, :2] = -flipped[0, :2]
+        for changed in (-t, t.abs(), flipped):
+            assert not fast_path._same(fast_path.fingerprint([t]), fast_path.fingerprint([changed]))
+    flat = torch.randn(40001, generator=g).half()
+    part = flat[1:]
+    before = fast_path.fingerprint([part])
+    assert before is not None and fast_path._same(before, fast_path.fingerprint([part.clone()]))
+    flat[7] += 1
+    assert not fast_path._same(before, fast_path.fingerprint([part]))
 
 
 def test_a_reference_side_that_costs_less_than_its_checks_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -549,6 +571,36 @@ def test_threads_explaining_against_different_references_get_their_own_values() 
     finally:
         sys.setswitchinterval(switch)
     assert not wrong
+
+
+def test_a_value_written_in_place_after_it_is_read_is_not_recomputed_from_the_kept_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reference side reads ``tanh(h0)`` and then writes into ``h0`` through a view: what is
+    kept of ``h0`` is its value after the write, so ``tanh(h0)`` must be kept, not recomputed from
+    it; and a returned view of a kept value is a copy, not the kept storage."""
+    monkeypatch.setattr(fast_path, "RECOMPUTED_BYTES", 0)
+
+    def walk(weight: torch.Tensor, reference: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
+        h0 = reference @ weight
+        y0 = torch.tanh(h0)
+        h0.view(-1).add_(1.0)
+        return [x @ weight * y0 + h0, (reference @ weight).t()]  # a view of a kept product
+
+    g = torch.Generator().manual_seed(2)
+    weight, reference, x = (
+        torch.randn(5, 7, generator=g),
+        torch.randn(1, 5, generator=g),
+        torch.randn(3, 5, generator=g),
+    )
+    expected, program = fast_path.record(walk, [weight, reference, x], "traced", reused=([0], [1]))
+    assert program.reference_side is not None and "aten.tanh.default" in _kept_ops(program)
+    for _ in range(3):
+        got = program.run([weight, reference, x])
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        kept = {v.untyped_storage().data_ptr() for v in program.reference_side.values}
+        assert got[1].untyped_storage().data_ptr() not in kept
 
 
 def test_only_one_program_keeps_its_reference_side() -> None:

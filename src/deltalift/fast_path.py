@@ -155,6 +155,7 @@ class _Recorder(TorchDispatchMode):
             node.meta["kept_bytes"] = 0  # live anyway
         elif t.layout == torch.strided:
             node.meta["kept_bytes"] = t.untyped_storage().nbytes()  # a view keeps its whole storage
+            node.meta["storage"] = t.untyped_storage().data_ptr()
         if t.layout == torch.strided and t.device.type != "meta":
             self.aliases[_storage_key(t)] = (weakref.ref(t), node)
 
@@ -281,7 +282,7 @@ class ReferenceSide:
     references: tuple[int, ...]
     held_state: list[Tensor] = field(default_factory=list)
     versions: list[int] = field(default_factory=list)
-    fingerprints: Tensor | None = None
+    fingerprints: tuple[Tensor, Tensor] | None = None
     constants: list[Tensor] | None = None
     held_references: list[Tensor] = field(default_factory=list)
     values: list[Tensor] | None = None
@@ -330,8 +331,8 @@ class ReferenceSide:
             checking = _synchronized(values, start)
             if self.pays is None:
                 self.pays = checking * CHECKS_PER_COMPUTATION < computing
-                if not self.pays:
-                    return values
+            if not self.pays:
+                return values
             global _holder
             previous = _holder() if _holder is not None else None
             if previous is not None and previous is not self:
@@ -360,27 +361,46 @@ def _synchronized(values: list[Tensor], start: float) -> float:
     return time.perf_counter() - start
 
 
-def fingerprint(tensors: Sequence[Tensor]) -> Tensor | None:
-    """Sums of the tensors' bytes read as 32-bit integers (modulo ``2**32``: exact and independent
-    of the order of summation): one per tensor, and one for all tensors under
-    :data:`FINGERPRINT_GROUPED` bytes together (per device; one sum instead of hundreds of small
-    ones).  A write that changes one element changes it, as does a write of several unless their
-    differences cancel modulo ``2**32`` (a permutation of values within one tensor does); it costs
-    one read of the tensors, as fast as a float sum.  ``None`` for a tensor whose bytes cannot be
-    viewed (sparse, quantized): then nothing is reused."""
-    sums: list[Tensor] = []
+def fingerprint(tensors: Sequence[Tensor]) -> tuple[Tensor, Tensor] | None:
+    """Two kinds of sums of the tensors, one of each per tensor, or for all tensors under
+    :data:`FINGERPRINT_GROUPED` bytes together (per device: one sum instead of hundreds of small
+    ones):
+
+    - the bytes read as 32-bit words, summed modulo ``2**32`` (exact and independent of the order
+      of summation): a write that changes one element changes it, however little;
+    - the floating values summed (``float32`` at least): a change of sign changes a word by
+      ``2**31``, so two cancel in the first sum, but not here (``neg_``, ``abs_``, a sign flip).
+
+    A write that changes both sums by exactly nothing goes unseen: a permutation of values within
+    one tensor (or between small ones), or changes whose word differences cancel modulo ``2**32``
+    while their values cancel in the float sum.  One read of the tensors each, as fast as a float
+    sum.  ``None`` for a tensor whose bytes cannot be viewed (sparse, quantized): then nothing is
+    reused."""
+    words: list[Tensor] = []
+    values: list[Tensor] = []
     small: dict[torch.device, list[Tensor]] = {}
+    small_values: dict[torch.device, list[Tensor]] = {}
     for t in tensors:
+        t = t.detach()
         try:
-            data = t.detach().reshape(-1).view(torch.uint8)
+            data = t.reshape(-1).view(torch.uint8)
         except (RuntimeError, NotImplementedError):
             return None
         if data.numel() < FINGERPRINT_GROUPED:
-            small.setdefault(data.device, []).append(data)
-        else:
-            sums.append(_word_sum(data))
-    sums += [_word_sum(torch.cat(group)) for group in small.values()]
-    return torch.stack([s.to(sums[0].device) for s in sums]) if sums else torch.zeros(0, dtype=torch.int32)
+            small.setdefault(t.device, []).append(data)
+            if t.is_floating_point():
+                small_values.setdefault(t.device, []).append(t.reshape(-1).float())
+            continue
+        words.append(_word_sum(data))
+        if t.is_floating_point():
+            values.append(t.sum(dtype=torch.float32 if t.element_size() < 4 else t.dtype))
+    words += [_word_sum(torch.cat(group)) for group in small.values()]
+    values += [torch.cat(group).sum() for group in small_values.values()]
+    if not words:
+        return None
+    device = words[0].device
+    stacked_values = torch.stack([v.to(device, torch.float64) for v in values]) if values else words[0].new_zeros(0)
+    return torch.stack([w.to(device) for w in words]), stacked_values
 
 
 #: Tensors under this many bytes are fingerprinted together.
@@ -388,14 +408,17 @@ FINGERPRINT_GROUPED = 2**16
 
 
 def _word_sum(data: Tensor) -> Tensor:
-    """The sum of bytes read as 32-bit words modulo ``2**32`` (as bytes where they are not whole words)."""
-    if data.numel() % 4 == 0:
-        return data.view(torch.int32).sum(dtype=torch.int32)
-    return data.sum(dtype=torch.int32)
+    """The sum of bytes read as 32-bit words modulo ``2**32`` (bytes that start inside a word of a
+    shared buffer copied first; as bytes where they are not whole words)."""
+    if data.numel() % 4:
+        return data.sum(dtype=torch.int32)
+    if data.storage_offset() % 4:
+        data = data.clone()
+    return data.view(torch.int32).sum(dtype=torch.int32)
 
 
-def _same(a: Tensor | None, b: Tensor | None) -> bool:
-    return a is not None and b is not None and torch.equal(a, b)
+def _same(a: tuple[Tensor, Tensor] | None, b: tuple[Tensor, Tensor] | None) -> bool:
+    return a is not None and b is not None and all(torch.equal(x, y) for x, y in zip(a, b))
 
 
 #: The reference side that holds its values now, and the lock of every reference side's values.
@@ -428,13 +451,15 @@ def _reference_side_nodes(graph: torch.fx.Graph, fixed: set[torch.fx.Node]) -> s
 _SHAPE_ONLY = (aten.zeros_like, aten.ones_like, aten.full_like)
 
 
-def _recomputed(node: torch.fx.Node) -> bool:
+def _recomputed(node: torch.fx.Node, written: set[int]) -> bool:
     """Whether a node of the reference side that the rest reads is computed again at every call
     rather than kept: a view, an element-wise op that writes nothing, or an op of a shape alone,
     each where what it reads is not kept at a larger size than itself (the bytes of the storages
     as recorded; a view keeps its base's).  Those cost a pass at the reference's size, where
     keeping the reference side's element-wise values would hold several per layer.  Dense layers,
-    convolutions, reductions, and a small value taken from a large one, are kept."""
+    convolutions, reductions, and a small value taken from a large one, are kept; so is an op
+    that reads a storage some op writes in place (``written``: recorded storage addresses), whose
+    kept value would be the one after the write."""
     target = node.target
     if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload) or _written_arguments(node):
         return False
@@ -443,6 +468,8 @@ def _recomputed(node: torch.fx.Node) -> bool:
         return False
     size = node.meta.get("kept_bytes")
     read = [a.meta.get("kept_bytes") for a in node.all_input_nodes]
+    if any(a.meta.get("storage") in written for a in node.all_input_nodes):
+        return False
     return size is not None and size >= RECOMPUTED_BYTES and all(r is not None and r <= size for r in read)
 
 
@@ -467,9 +494,10 @@ def split_reference_side(
     fixed = sorted([*state, *references])
     inside = _reference_side_nodes(graph, {placeholders[i] for i in fixed})
     for node in graph.nodes:  # a value of the part written to after it is made: not reusable
-        for written in _written_arguments(node):
-            if written in inside and (node not in inside or set(written.users) != {node}):
+        for target in _written_arguments(node):
+            if target in inside and (node not in inside or set(target.users) != {node}):
                 return None
+    written: set[int] = {w.meta["storage"] for n in inside for w in _written_arguments(n) if "storage" in w.meta}
     again: set[torch.fx.Node] = set()  # computed again by the rest
     kept_nodes: set[torch.fx.Node] = set()
     wanted = [a for n in graph.nodes if n not in inside for a in n.all_input_nodes if a in inside]
@@ -477,7 +505,7 @@ def split_reference_side(
         node = wanted.pop()
         if node in again or node in kept_nodes or node.op != "call_function":
             continue
-        if _recomputed(node):
+        if _recomputed(node, written):
             again.add(node)
             wanted.extend(a for a in node.all_input_nodes if a in inside)
         else:
@@ -499,10 +527,10 @@ def split_reference_side(
     kept = {node: rest.placeholder(f"reference_side_{i}") for i, node in enumerate(frontier)}
     env.update(kept)
     for node in graph.nodes:
-        if node.op == "output":  # a value of the reference side is returned as a copy, not the one kept
+        if node.op == "output":  # a value of the reference side (or a view of one) is returned as a copy
             rest.output(
                 torch.fx.node.map_arg(
-                    node.args[0], lambda n: rest.call_function(aten.clone.default, (kept[n],)) if n in kept else env[n]
+                    node.args[0], lambda n: rest.call_function(aten.clone.default, (env[n],)) if n in inside else env[n]
                 )
             )
         elif node not in env and (node not in inside or node.op == "get_attr" or node in again):
