@@ -479,8 +479,8 @@ def test_fingerprint_sees_sign_changes_and_reads_misaligned_tensors() -> None:
 
 def test_a_reference_side_that_costs_less_than_its_checks_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where computing the reference side takes less than ``CHECKS_PER_COMPUTATION`` times its
-    fingerprint (timed at its first computation), it is computed at every call; the values are
-    the same."""
+    fingerprint (timed at its first computation), the program before the split runs at every
+    call and nothing is held; the values are the same."""
     torch.manual_seed(9)
     model = _ReluNet().double().eval()
     x, reference = torch.randn(3, 4, dtype=torch.float64), torch.randn(1, 4, dtype=torch.float64)
@@ -495,6 +495,7 @@ def test_a_reference_side_that_costs_less_than_its_checks_is_not_kept(monkeypatc
         sides = [e.program.reference_side for _, p in fast_path._cache.values() for e in p.entries.values()]
         assert [side.pays for side in sides if side is not None] == [kept]
         assert (fast_path.counts["reference_reused"] > before) == kept
+        assert [side.values is not None for side in sides if side is not None] == [kept]  # nothing held
 
 
 def _kept_ops(program: Any) -> list[str]:

@@ -316,8 +316,6 @@ class ReferenceSide:
         )
 
     def values_for(self, tensors: list[Tensor]) -> list[Tensor]:
-        if self.pays is False:
-            return list(self.module(*(tensors[i] for i in self.fixed)))
         with _holding:  # another thread's call must not swap the values between check and read
             watched, references = self._watched(tensors), [tensors[i] for i in self.references]
             if self._is_last_call(watched, references):
@@ -348,9 +346,11 @@ class ReferenceSide:
 
 
 #: The reference side is kept only where computing it takes longer than this many times its
-#: fingerprint (measured at its first computation): a small model at a small size (ResNet-18 at
-#: 64x64) computes its batch-one reference side in about the time the fingerprint reads its weights.
-CHECKS_PER_COMPUTATION = 1.5
+#: fingerprint (measured at its first computation).  On the README's machine, at batch 4: ViT-B/16
+#: 8x (250 ms against 30), ConvNeXt-T and ResNet-50 4.5x, kept; MobileNetV3-Large 1.8x, VGG-11 1.3x
+#: (its fingerprint reads 133 M parameters), EfficientNet-B0 and ResNet-18 at 64x64 1.1x, computed
+#: at every call (what keeping saves there is within the noise of a call, and keeping costs memory).
+CHECKS_PER_COMPUTATION = 2.0
 
 
 def _synchronized(values: list[Tensor], start: float) -> float:
@@ -488,7 +488,7 @@ def split_reference_side(
 
     What the rest reads of that part is kept, except the element-wise ops and views that
     :func:`_recomputed` leaves to the rest to compute again from what is kept (ViT-B/16 at
-    batch 4: 177 MiB kept beyond the weights with them, 84 MiB without)."""
+    batch 4: 177 MiB kept beyond the weights with them, 110 MiB without)."""
     graph = module.graph
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     fixed = sorted([*state, *references])
@@ -550,8 +550,11 @@ class RecordedProgram:
     backend: str
     calls: int = 0
     compiled: Callable[..., Any] | None = None
-    #: The reference side kept apart (then ``module`` takes its values as further inputs).
+    #: The reference side kept apart (then ``module`` takes its values as further inputs), and
+    #: the program before the split, which runs where keeping the reference side does not pay
+    #: (its values then live only as long as the walk needs them).
     reference_side: ReferenceSide | None = None
+    whole: torch.fx.GraphModule | None = None
 
     def run(self, inputs: Sequence[Any]) -> list[Any]:
         fn: Callable[..., Any] = self.module
@@ -564,7 +567,10 @@ class RecordedProgram:
         tensors = [value for value in inputs if isinstance(value, Tensor)]
         with torch.no_grad():
             try:
-                kept = [] if self.reference_side is None else self.reference_side.values_for(tensors)
+                side = self.reference_side
+                if side is not None and side.pays is False and self.whole is not None:
+                    fn, side = self.whole, None
+                kept = [] if side is None else side.values_for(tensors)
                 outputs = list(fn(*tensors, *kept))
             except GuardFailed:
                 raise
@@ -617,6 +623,7 @@ def record(
         state, references = ([tensor_index[i] for i in positions if i in tensor_index] for positions in reused)
         split = split_reference_side(module, state, references)
         if split is not None:
+            program.whole = module
             program.module, program.reference_side = split
     return outputs, program
 
