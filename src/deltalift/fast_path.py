@@ -287,7 +287,7 @@ class ReferenceSide:
     held_references: list[Tensor] = field(default_factory=list)
     values: list[Tensor] | None = None
     #: Whether keeping the values pays (decided at their first computation, see
-    #: :data:`CHECKS_PER_COMPUTATION`); where it does not, they are computed at every call.
+    #: :data:`CHECKS_PER_COMPUTATION`); where it does not, the program before the split runs.
     pays: bool | None = None
 
     @property
@@ -315,7 +315,11 @@ class ReferenceSide:
             and _same(fingerprint(watched), self.fingerprints)
         )
 
-    def values_for(self, tensors: list[Tensor]) -> list[Tensor]:
+    def values_for(self, tensors: list[Tensor]) -> list[Tensor] | None:
+        """The values of the part for this call, kept or computed; ``None`` where keeping them
+        does not pay (then the program before the split is to run)."""
+        if self.pays is False:
+            return None
         with _holding:  # another thread's call must not swap the values between check and read
             watched, references = self._watched(tensors), [tensors[i] for i in self.references]
             if self._is_last_call(watched, references):
@@ -330,7 +334,7 @@ class ReferenceSide:
             if self.pays is None:
                 self.pays = checking * CHECKS_PER_COMPUTATION < computing
             if not self.pays:
-                return values
+                return None
             global _holder
             previous = _holder() if _holder is not None else None
             if previous is not None and previous is not self:
@@ -567,10 +571,9 @@ class RecordedProgram:
         tensors = [value for value in inputs if isinstance(value, Tensor)]
         with torch.no_grad():
             try:
-                side = self.reference_side
-                if side is not None and side.pays is False and self.whole is not None:
-                    fn, side = self.whole, None
-                kept = [] if side is None else side.values_for(tensors)
+                kept = [] if self.reference_side is None else self.reference_side.values_for(tensors)
+                if kept is None:  # keeping does not pay: the whole program, whose values live as it needs them
+                    fn, kept = self.whole if self.whole is not None else self.module, []
                 outputs = list(fn(*tensors, *kept))
             except GuardFailed:
                 raise
