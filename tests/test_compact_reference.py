@@ -272,3 +272,21 @@ def test_products_of_an_activation_and_a_constant_with_a_shared_reference():
     torch.manual_seed(0)
     model, x = built(BatchedProducts(4), 4, 5, 6)
     shared_and_repeated(model, x, [0, 2, 1, 0])
+
+
+def test_tiled_matrix_product_in_float32_agrees_with_float64():
+    """The compact reference's product and Shapley multipliers in float32 are float64's to float32
+    rounding (the midpoints are one addition and an exact halving per element)."""
+    g = torch.Generator().manual_seed(1)
+    a_x, a_ref = torch.randn(6, 4, 3, generator=g, dtype=DTYPE), torch.randn(2, 4, 3, generator=g, dtype=DTYPE)
+    b_x, b_ref = torch.randn(6, 3, 5, generator=g, dtype=DTYPE), torch.randn(2, 3, 5, generator=g, dtype=DTYPE)
+    grad = torch.randn(6, 4, 5, generator=g, dtype=DTYPE)
+
+    def run(dtype: torch.dtype) -> list[torch.Tensor]:
+        a, b = a_x.to(dtype).requires_grad_(True), b_x.to(dtype).requires_grad_(True)
+        out = product_rule_module._matrix_product(bmm, Pair(a, a_ref.to(dtype)), Pair(b, b_ref.to(dtype)))
+        out.x.backward(grad.to(dtype))
+        return [out.x, out.ref, a.grad, b.grad]
+
+    for single, double in zip(run(torch.float32), run(torch.float64)):
+        torch.testing.assert_close(single.double(), double, rtol=1e-5, atol=1e-5)

@@ -475,6 +475,7 @@ def test_fingerprint_sees_sign_changes_and_reads_misaligned_tensors() -> None:
     assert before is not None and fast_path._same(before, fast_path.fingerprint([part.clone()]))
     flat[7] += 1
     assert not fast_path._same(before, fast_path.fingerprint([part]))
+    assert fast_path.fingerprint([t, torch.eye(3).to_sparse()]) is None  # no bytes to read: nothing reused
 
 
 def test_a_reference_side_that_costs_less_than_its_checks_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
