@@ -541,6 +541,41 @@ def test_the_reference_side_keeps_dense_layers_and_recomputes_element_wise_ops(
     assert program.reference_side.values is not None
 
 
+def test_only_the_state_the_reference_side_reads_is_watched() -> None:
+    """A weight read only outside the reference side (a dense layer that takes the reference's
+    rows together with the input's, as the engine does where the weight is large) is not
+    fingerprinted: writing it through ``.data`` leaves the kept values reused (they do not depend
+    on it) and the replay reads it live; writing the weight the reference side reads makes the
+    next call compute it again."""
+
+    def walk(inner: torch.Tensor, outer: torch.Tensor, reference: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
+        h0, h = torch.relu(reference @ inner), torch.relu(x @ inner)
+        both = torch.cat([h, h0]) @ outer
+        return [both[: len(x)] - both[len(x) :]]
+
+    g = torch.Generator().manual_seed(3)
+    inner, outer = torch.randn(5, 6, generator=g), torch.randn(6, 2, generator=g)
+    reference, x = torch.randn(1, 5, generator=g), torch.randn(3, 5, generator=g)
+    _, program = fast_path.record(walk, [inner, outer, reference, x], "traced", reused=([0, 1], [2]))
+    side = program.reference_side
+    assert side.state == (0,)
+    assert len([n for n in side.module.graph.nodes if n.op == "placeholder"]) == 2  # inner, reference
+
+    def replay_and_count() -> int:
+        before = fast_path.counts["reference_reused"]
+        (got,) = program.run([inner, outer, reference, x])
+        torch.testing.assert_close(got, walk(inner, outer, reference, x)[0], rtol=0, atol=0)
+        return fast_path.counts["reference_reused"] - before
+
+    replay_and_count()  # computed and kept
+    assert replay_and_count() == 1
+    outer.data.mul_(-2.0)
+    assert replay_and_count() == 1  # the values kept do not read it; the rest reads it live
+    inner.data[0, 0] += 1.0
+    assert replay_and_count() == 0
+    assert replay_and_count() == 1
+
+
 def test_threads_explaining_against_different_references_get_their_own_values() -> None:
     """Two threads replaying one program against two references: each call's kept reference side
     is checked and read under one lock (without it, a call could read the values another thread
