@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 import test_architectures as arch
 from deltalift import DeepLift, fast_path
@@ -536,6 +537,37 @@ def test_the_reference_side_keeps_dense_layers_and_recomputes_element_wise_ops(
         assert kept == ["aten.clone.default", "aten.logsumexp.default", "aten.mm.default"]
     for _ in range(3):  # computed and kept, then reused
         got = program.run([weight, reference, x])
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert program.reference_side.values is not None
+
+
+def test_a_convolution_of_few_products_per_value_is_recomputed_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Of the reference side's convolutions, a stem on three channels (27 products per value)
+    and a depthwise one (9) are computed again at every call; one of 72 products per value is
+    kept, and so is a transposed convolution.  The replayed values are the unsplit program's."""
+    monkeypatch.setattr(fast_path, "RECOMPUTED_BYTES", 0)
+
+    def layers(t: torch.Tensor, stem: torch.Tensor, depthwise: torch.Tensor, dense: torch.Tensor) -> list[torch.Tensor]:
+        first = F.conv2d(t, stem, padding=1)
+        second = F.conv2d(torch.relu(first), depthwise, padding=1, groups=8)
+        third = F.conv2d(second, dense, padding=1)
+        return [first, second, third, F.conv_transpose2d(third, dense[:, :1])]
+
+    def walk(*values: torch.Tensor) -> list[torch.Tensor]:
+        *weights, reference, x = values
+        return [a - b for a, b in zip(layers(x, *weights), layers(reference, *weights))]
+
+    g = torch.Generator().manual_seed(4)
+    weights = [torch.randn(shape, generator=g) for shape in [(8, 3, 3, 3), (8, 1, 3, 3), (8, 8, 3, 3)]]
+    reference, x = torch.randn(1, 3, 6, 6, generator=g), torch.randn(2, 3, 6, 6, generator=g)
+    inputs = [*weights, reference, x]
+    expected, program = fast_path.record(walk, inputs, "traced", reused=([0, 1, 2], [3]))
+    kept = [n for n in list(program.reference_side.module.graph.nodes)[-1].args[0]]
+    assert [str(n.target) for n in kept] == ["aten.convolution.default"] * 2
+    assert [n.args[6] for n in kept] == [False, True]  # the dense one and the transposed one
+    for _ in range(3):
+        got = program.run(inputs)
         for a, b in zip(got, expected):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert program.reference_side.values is not None

@@ -37,6 +37,7 @@ cache is pointed to ``<deltalift cache>/inductor`` (:func:`deltalift.capture_cac
 
 from __future__ import annotations
 
+import math
 import operator
 import os
 import threading
@@ -156,6 +157,7 @@ class _Recorder(TorchDispatchMode):
         elif t.layout == torch.strided:
             node.meta["kept_bytes"] = t.untyped_storage().nbytes()  # a view keeps its whole storage
             node.meta["storage"] = t.untyped_storage().data_ptr()
+        node.meta["shape"] = tuple(t.shape)
         if t.layout == torch.strided and t.device.type != "meta":
             self.aliases[_storage_key(t)] = (weakref.ref(t), node)
 
@@ -458,18 +460,20 @@ _SHAPE_ONLY = (aten.zeros_like, aten.ones_like, aten.full_like)
 
 def _recomputed(node: torch.fx.Node, written: set[int]) -> bool:
     """Whether a node of the reference side that the rest reads is computed again at every call
-    rather than kept: a view, an element-wise op that writes nothing, or an op of a shape alone,
-    each where what it reads is not kept at a larger size than itself (the bytes of the storages
-    as recorded; a view keeps its base's).  Those cost a pass at the reference's size, where
-    keeping the reference side's element-wise values would hold several per layer.  Dense layers,
-    convolutions, reductions, and a small value taken from a large one, are kept; so is an op
+    rather than kept: a view, an element-wise op that writes nothing, an op of a shape alone, or a
+    convolution of few products per value (:func:`_few_products`), each where what it reads is
+    not kept at a larger size than itself (the bytes of the storages as recorded; a view keeps its
+    base's).  Those cost a pass or a few at the reference's size, where keeping the reference
+    side's element-wise values would hold several per layer.  Dense layers, other convolutions,
+    reductions, and a small value taken from a large one, are kept; so is an op
     that reads a storage some op writes in place (``written``: recorded storage addresses), whose
     kept value would be the one after the write."""
     target = node.target
     if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload) or _written_arguments(node):
         return False
     view = any(r.alias_info is not None for r in target._schema.returns)
-    if not (view or torch.Tag.pointwise in target.tags or target.overloadpacket in _SHAPE_ONLY):
+    cheap = torch.Tag.pointwise in target.tags or target.overloadpacket in _SHAPE_ONLY or _few_products(node)
+    if not (view or cheap):
         return False
     size = node.meta.get("kept_bytes")
     if size is None or size < RECOMPUTED_BYTES:
@@ -484,6 +488,23 @@ def _recomputed(node: torch.fx.Node, written: set[int]) -> bool:
 #: that is computed again at every call rather than kept: below it, the replay's cost per op
 #: outweighs a pass over the value, and keeping it costs little.
 RECOMPUTED_BYTES = 2**20
+
+
+def _few_products(node: torch.fx.Node) -> bool:
+    """Whether ``node`` is a convolution of at most :data:`RECOMPUTED_PRODUCTS` multiply-adds per
+    output value: a stem on three channels, a depthwise convolution.  Computed again, it costs
+    about a few element-wise passes, where kept it holds its whole output (VGG-11's first
+    convolution at the reference: 12 MiB, 27 products per value)."""
+    if node.target is not aten.convolution.default or len(node.args) < 7 or node.args[6]:  # transposed
+        return False
+    weight = node.args[1]
+    shape = weight.meta.get("shape") if isinstance(weight, torch.fx.Node) else None
+    return shape is not None and math.prod(shape[1:]) <= RECOMPUTED_PRODUCTS
+
+
+#: The most multiply-adds per output value of a convolution of the reference side that is
+#: computed again at every call rather than kept (:func:`_few_products`).
+RECOMPUTED_PRODUCTS = 32
 
 
 def split_reference_side(
