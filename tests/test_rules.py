@@ -367,6 +367,26 @@ def test_near_zero_gate_never_changes_the_mask(dtype, eps):
     assert torch.equal(as_mask(near_zero(x - x0, eps, x, x0), x), expected)
 
 
+@pytest.mark.parametrize("one_row", ["reference", "input"])
+def test_near_zero_mask_where_one_side_is_broadcast(one_row):
+    """A side of one row broadcast over the other's batch (a shared reference; a layer's input
+    against per-example references): the mask has the difference's shape and is exactly
+    ``|x - x0| <= eps max(|x|, |x0|)``, near and too far positions in every row."""
+    from deltalift.rules.rescale import near_zero
+
+    eps = 1e-3
+    g = torch.Generator().manual_seed(11)
+    many = torch.randn(4, 50, generator=g, dtype=torch.float64)
+    one = torch.randn(1, 50, generator=g, dtype=torch.float64)
+    many[:, ::3] = one[:, ::3] * (1 + 0.5 * eps)  # near
+    many[:, 1::3] = one[:, 1::3] * (1 + 2.5 * eps)  # too far
+    x, x0 = (many, one) if one_row == "reference" else (one, many)
+    expected = (x - x0).abs() <= eps * torch.maximum(x.abs(), x0.abs())
+    assert expected[:, ::3].all() and not expected[:, 1::3].any()
+    (mask,) = near_zero(x - x0, eps, x, x0, as_mask=True)
+    assert mask.shape == (4, 50) and torch.equal(mask, expected)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(6, 40, 30), (3, 800), (2400,), (240, 1), ()])
 def test_near_zero_few_candidate_rows_found_exactly(dtype, shape):

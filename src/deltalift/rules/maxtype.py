@@ -78,15 +78,17 @@ class _RouteMax(torch.autograd.Function):
         _, idx0, y, y0, x_at_reference_argmax, reference_at_argmax = ctx.saved_tensors
         y_flat, y0_flat = y.flatten(p), y0.flatten(p)
         to_input = y_flat >= y0_flat
-        winner = torch.where(to_input, idx_flat, idx0.flatten(p).expand(idx_flat.shape))
         x_w = torch.where(to_input, y_flat, x_at_reference_argmax)  # the input at the routed position
         x0_w = torch.where(to_input, reference_at_argmax, y0_flat)  # the reference there
         dx_w = x_w - x0_w
         per_window = (g * (y_flat - y0_flat)).div_(dx_w)
         near = near_zero(dx_w, ctx.eps, x_w, x0_w, as_mask=True)
+        del x_w, x0_w, dx_w  # window-sized temporaries freed before the next ones (the peak of VGG-11's call)
         if near is not None:
             per_window.masked_fill_(near[0], 0.0)
-        m.scatter_add_(p, winner, per_window)
+        del near
+        m.scatter_add_(p, torch.where(to_input, idx_flat, idx0.flatten(p).expand(idx_flat.shape)), per_window)
+        del per_window, to_input
         dx_own = y_flat - reference_at_argmax
         near_own = near_zero(dx_own, ctx.eps, y_flat, reference_at_argmax, as_mask=True)
         if near_own is not None:  # the ordinary gradient at near positions: g routed to the input's arg-max

@@ -110,12 +110,25 @@ def near_zero(
     row_minima = rows.amin(1)  # NaN where a row has a NaN difference
     if bool(row_minima.amin() > bound):  # NaN if any difference is NaN: then the candidates are found
         return None
-    x, x0 = x.detach().expand(dx.shape), x0.detach().expand(dx.shape)
     if not as_mask:
         candidate_rows = torch.logical_not(row_minima > bound).nonzero().squeeze(1)
         if candidate_rows.numel() * DENSE_FRACTION <= row_minima.numel():  # few: their indices
-            return _near_in_rows(rows, candidate_rows, bound, eps, x, x0)
-    return (magnitude.nan_to_num_(nan=0.0) <= eps * torch.maximum(x.abs(), x0.abs()),)
+            return _near_in_rows(
+                rows, candidate_rows, bound, eps, x.detach().expand(dx.shape), x0.detach().expand(dx.shape)
+            )
+    return (magnitude.nan_to_num_(nan=0.0) <= _largest_of_magnitudes(x.detach(), x0.detach()).mul_(eps),)
+
+
+def _largest_of_magnitudes(x: Tensor, x0: Tensor) -> Tensor:
+    """``max(|x|, |x0|)`` broadcast, into the larger side's ``abs`` where it has the result's
+    shape (a shared reference is not expanded to the batch: one activation-sized temporary, not
+    three)."""
+    a, b = x.abs(), x0.abs()
+    if a.numel() < b.numel():
+        a, b = b, a
+    if a.shape == torch.broadcast_shapes(a.shape, b.shape):
+        return torch.maximum(a, b, out=a)
+    return torch.maximum(a, b)
 
 
 def _near_in_rows(
