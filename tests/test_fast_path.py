@@ -642,6 +642,45 @@ def test_threads_explaining_against_different_references_get_their_own_values() 
     assert not wrong
 
 
+def test_threads_whose_calls_fail_each_others_guards_get_exact_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two threads explaining with one program, one with inputs equal to the reference at some
+    positions (ReLU's ``0 / 0`` fallback) and one without: each call fails the guard the other's
+    recording took, so the program is dropped and recorded again while the other thread is about
+    to replay it.  Every call still gives the interpreter's values and none raises."""
+    monkeypatch.setattr(fast_path, "MAX_RECORDINGS", 10**6)  # never give up: keep the race going
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        torch.manual_seed(9)
+        model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).double().eval()
+        reference = torch.zeros(1, 4, dtype=torch.float64)
+        inputs = [torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)]
+        inputs[1][0] = 0.0  # a row at the reference: x == x0 after the first layer
+        exact = [explain(model, (x,), reference, 1, None, backend="interpreter")[0][0] for x in inputs]
+        failures: list[str] = []
+
+        def explain_often(i: int) -> None:
+            for _ in range(150):
+                try:
+                    got = explain(model, (inputs[i],), reference, 1, None, backend="traced")[0][0]
+                except Exception as exc:  # noqa: BLE001 - what a race would raise is the finding
+                    failures.append(repr(exc))
+                    continue
+                if not torch.allclose(got, exact[i], rtol=0, atol=1e-12):
+                    failures.append(f"thread {i}: wrong values")
+
+        before = fast_path.counts["guard_failed"]
+        threads = [threading.Thread(target=explain_often, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(switch)
+    assert not failures, failures[:3]
+    assert fast_path.counts["guard_failed"] - before > 10  # the threads did fail each other's guards
+
+
 def test_a_value_written_in_place_after_it_is_read_is_not_recomputed_from_the_kept_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -352,10 +352,10 @@ class ReferenceSide:
 
 
 #: The reference side is kept only where computing it takes longer than this many times its
-#: fingerprint (measured at its first computation).  On the README's machine, at batch 4: ViT-B/16
-#: 8x (250 ms against 30), ConvNeXt-T and ResNet-50 4.5x, kept; MobileNetV3-Large 1.8x, VGG-11 1.3x
-#: (its fingerprint reads 133 M parameters), EfficientNet-B0 and ResNet-18 at 64x64 1.1x, computed
-#: at every call (what keeping saves there is within the noise of a call, and keeping costs memory).
+#: fingerprint (measured at its first computation).  On the README's machine, at batch 4: VGG-11
+#: 31x (60 ms against 1.9), ConvNeXt-T 14x, ResNet-50 12x, ViT-B/16 8x (250 ms against 30),
+#: MobileNetV3-Large 5x, kept; EfficientNet-B0 2x (3 ms: kept or not as the timing falls; what
+#: keeping saves there is within the noise of a call, and keeping costs memory).
 CHECKS_PER_COMPUTATION = 2.0
 
 
@@ -728,38 +728,50 @@ def run(
     the walk cannot be recorded or its guards keep failing (the caller runs the interpreter).
     ``interpreted_first``: leave that many first calls of a signature to the interpreter (a
     signature explained once does not pay for its recording)."""
-    per_owner = _programs_of(owner)
     full_key = (key, backend, signature(inputs))
-    entry = per_owner.entries.get(full_key)
-    if entry is None:
-        if len(per_owner.entries) >= MAX_PROGRAMS:
-            per_owner.entries.pop(next(iter(per_owner.entries)))
-        entry = per_owner.entries[full_key] = _Entry()
-    entry.seen += 1
-    if entry.given_up or entry.seen <= interpreted_first:
-        counts["refused" if entry.given_up else "interpreted"] += 1
-        return None
-    if entry.program is not None:
+    with _bookkeeping:  # threads sharing a model see one entry, and a program taken whole
+        per_owner = _programs_of(owner)
+        entry = per_owner.entries.get(full_key)
+        if entry is None:
+            if len(per_owner.entries) >= MAX_PROGRAMS:
+                per_owner.entries.pop(next(iter(per_owner.entries)))
+            entry = per_owner.entries[full_key] = _Entry()
+        entry.seen += 1
+        if entry.given_up or entry.seen <= interpreted_first:
+            counts["refused" if entry.given_up else "interpreted"] += 1
+            return None
+        program = entry.program
+    if program is not None:
         try:
-            outputs = entry.program.run(inputs)
-            counts["replayed"] += 1
+            outputs = program.run(inputs)
+            with _bookkeeping:
+                counts["replayed"] += 1
             return outputs
         except GuardFailed:
-            counts["guard_failed"] += 1
-            entry.program = None
-            if entry.recordings >= MAX_RECORDINGS:
-                entry.given_up = True
-                return None
+            with _bookkeeping:
+                counts["guard_failed"] += 1
+                if entry.program is program:
+                    entry.program = None
+                if entry.recordings >= MAX_RECORDINGS:
+                    entry.given_up = True
+                    return None
     try:
         outputs, program = record(fn, inputs, backend, constants, reused)
     except RecordingRefused:
-        counts["refused"] += 1
-        entry.given_up = True
+        with _bookkeeping:
+            counts["refused"] += 1
+            entry.given_up = True
         return None
-    entry.program = program
-    entry.recordings += 1
-    counts["recorded"] += 1
+    with _bookkeeping:
+        entry.program = program
+        entry.recordings += 1
+        counts["recorded"] += 1
     return outputs
+
+
+#: Held while the recorded programs' entries and :data:`counts` are read or changed (not while a
+#: program runs or records).
+_bookkeeping = threading.Lock()
 
 
 def clear(owner: Any | None = None) -> None:
