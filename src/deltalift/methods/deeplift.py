@@ -74,12 +74,12 @@ class DeepLift(AttributionMethod):
         the references, and what the rules compute from them alone) for the next call while the
         references and the model's parameters, buffers and constants stay the same: explaining
         batch after batch against one baseline then costs little more than the input side
-        (ViT-B/16 on the README's machine: 1.27x an input gradient instead of 1.46x).  A change
-        is seen by storage, version counter and a fingerprint of the values (their bytes as
-        words, and their sum), so writes through ``param.data`` are seen too, all but a
-        permutation of values within a tensor (or among tensors under 64 KiB).  It is kept only
-        where computing it takes longer than twice the fingerprint.  The values are the same
-        either way.  ``None`` (default): where every reference is shared by the batch (batch
+        (ViT-B/16 on the README's machine: 1.29x an input gradient instead of 1.44x).  A change
+        to what the reference side reads is seen by storage, version counter and a fingerprint
+        of the values (their bytes as words, and their sum), so writes through ``param.data``
+        are seen too, all but a permutation of values within a tensor (or among tensors under
+        64 KiB).  It is kept only where computing it takes longer than twice the fingerprint.
+        The values are the same either way.  ``None`` (default): where every reference is shared by the batch (batch
         size one), so that what is kept is one example's values; ``True`` also for per-example
         references (a batch of them kept); ``False``: never.
     """
