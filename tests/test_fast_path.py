@@ -501,9 +501,11 @@ def test_a_reference_side_that_costs_less_than_its_checks_is_not_kept(monkeypatc
 
 
 def _kept_ops(program: Any) -> list[str]:
+    """The ops whose values the reference side keeps, by name (``aten.exp``: an op written into a
+    dying argument, ``aten.exp.out``, is still ``exp``)."""
     side = program.reference_side.module.graph
     (output,) = [n for n in side.nodes if n.op == "output"]
-    return [str(n.target) for n in output.args[0]]
+    return [f"aten.{n.target.overloadpacket.__name__}" for n in output.args[0]]
 
 
 @pytest.mark.parametrize("smallest_recomputed", [0, 2**20])
@@ -532,9 +534,9 @@ def test_the_reference_side_keeps_dense_layers_and_recomputes_element_wise_ops(
     expected, program = fast_path.record(walk, [weight, reference, x], "traced", reused=([0], [1]))
     kept = sorted(_kept_ops(program))
     if smallest_recomputed:  # tanh(h0), h0 - total0, its exponential: small, kept
-        assert "aten.tanh.default" in kept and "aten.exp.default" in kept
+        assert "aten.tanh" in kept and "aten.exp" in kept
     else:
-        assert kept == ["aten.clone.default", "aten.logsumexp.default", "aten.mm.default"]
+        assert kept == ["aten.clone", "aten.logsumexp", "aten.mm"]
     for _ in range(3):  # computed and kept, then reused
         got = program.run([weight, reference, x])
         for a, b in zip(got, expected):
@@ -702,7 +704,7 @@ def test_a_value_written_in_place_after_it_is_read_is_not_recomputed_from_the_ke
         torch.randn(3, 5, generator=g),
     )
     expected, program = fast_path.record(walk, [weight, reference, x], "traced", reused=([0], [1]))
-    assert program.reference_side is not None and "aten.tanh.default" in _kept_ops(program)
+    assert program.reference_side is not None and "aten.tanh" in _kept_ops(program)
     for _ in range(3):
         got = program.run([weight, reference, x])
         for a, b in zip(got, expected):

@@ -51,7 +51,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from deltalift import capture_cache
+from deltalift import buffer_reuse, capture_cache
 
 Tensor = torch.Tensor
 aten = torch.ops.aten
@@ -149,6 +149,7 @@ class _Recorder(TorchDispatchMode):
         self.aliases: dict[tuple[Any, ...], tuple[weakref.ref[Tensor], torch.fx.Node]] = {}
         self.constants: dict[str, Tensor] = {}
         self.guards: list[tuple[torch.fx.Node, Any]] = []
+        self.storages = buffer_reuse.StorageIdentities()
 
     def bind(self, t: Tensor, node: torch.fx.Node) -> None:
         self.nodes[t] = node
@@ -160,6 +161,7 @@ class _Recorder(TorchDispatchMode):
         node.meta["shape"] = tuple(t.shape)
         if t.layout == torch.strided and t.device.type != "meta":
             self.aliases[_storage_key(t)] = (weakref.ref(t), node)
+            node.meta["storage_id"], node.meta["layout"] = self.storages.of(t), buffer_reuse.layout(t)
 
     def node_of(self, t: Tensor, allow_constant: bool = True) -> torch.fx.Node:
         """The node that made ``t``; an unseen small tensor becomes a constant of the program
@@ -545,6 +547,7 @@ def split_reference_side(
     env: dict[torch.fx.Node, torch.fx.Node] = {}
     for i in fixed:
         env[placeholders[i]] = side_graph.placeholder(placeholders[i].name)
+        env[placeholders[i]].meta.update(placeholders[i].meta)
     for node in graph.nodes:
         if node in inside and node.op != "placeholder":
             env[node] = side_graph.node_copy(node, env.__getitem__)
@@ -559,6 +562,8 @@ def split_reference_side(
     rest = torch.fx.Graph()
     env = {node: rest.placeholder(node.name) for node in placeholders}
     kept = {node: rest.placeholder(f"reference_side_{i}") for i, node in enumerate(frontier)}
+    for original, placeholder in [*env.items(), *kept.items()]:  # what is read from outside, by storage
+        placeholder.meta.update(original.meta)
     env.update(kept)
     for node in graph.nodes:
         if node.op == "output":  # a value of the reference side (or a view of one) is returned as a copy
@@ -658,6 +663,11 @@ def record(
         if split is not None:
             program.whole = module
             program.module, program.reference_side = split
+    if backend == "traced":  # after the split, which reads which values are written in place
+        side = program.reference_side
+        for part in (program.module, program.whole, side.module if side is not None else None):
+            if part is not None:
+                buffer_reuse.write_into_dying_arguments(part)
     return outputs, program
 
 
