@@ -5,8 +5,6 @@ architecture matrix against the interpreter with the rewrite on)."""
 
 from __future__ import annotations
 
-import gc
-
 import pytest
 import torch
 
@@ -115,31 +113,76 @@ def test_a_replay_with_another_memory_layout_gives_the_same_values() -> None:
     _, program = fast_path.record(walk, [reference, x], "traced")
     assert _written(program)
     channels_last = x.contiguous(memory_format=torch.channels_last)
-    try:
-        (got,) = program.run([reference, channels_last])
-    except fast_path.GuardFailed:  # refusing is sound too: the interpreter would run
-        return
+    (got,) = program.run([reference, channels_last])
     torch.testing.assert_close(got, walk(reference, channels_last)[0], rtol=0, atol=0)
+
+
+def test_an_op_with_tensor_arguments_gets_the_out_overload_of_the_same_arguments() -> None:
+    """``clamp`` with tensor bounds (``clamp.Tensor``) is written through ``clamp.Tensor_out``, not
+    ``clamp.out``, whose bounds are numbers (the replay would raise and never run)."""
+
+    def walk(low: Tensor, x: Tensor) -> list[Tensor]:
+        return [torch.clamp(x * 2.0, min=low) + 1.0]
+
+    g = torch.Generator().manual_seed(6)
+    inputs = [torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)]
+    expected, program = fast_path.record(walk, inputs, "traced")
+    assert {"aten.clamp.Tensor_out", "aten.add.out"} <= set(_written(program))
+    _replays_exactly(program, inputs, expected)
+
+
+def test_a_constant_of_the_program_is_never_written() -> None:
+    """A constant read last by an element-wise op of its own layout keeps its values."""
+    constant = torch.randn(3, 4, generator=torch.Generator().manual_seed(7))
+    kept = constant.clone()
+
+    def walk(x: Tensor) -> list[Tensor]:
+        return [(x * 2.0) * constant, constant + 1.0]
+
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(8))
+    expected, program = fast_path.record(walk, [x], "traced", constants=[constant])
+    _replays_exactly(program, [x], expected)
+    assert torch.equal(constant, kept) and torch.equal(program.module._constant_0, kept)
+
+
+def test_a_view_of_a_kept_reference_value_is_not_written_into(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reference side's product is kept between calls; the rest computes a view of it again
+    (every element-wise op and view recomputed) and reads the view last in a product: that
+    product gets a buffer of its own, and the kept value is the same at every call."""
+    monkeypatch.setattr(fast_path, "RECOMPUTED_BYTES", 0)
+    monkeypatch.setattr(fast_path, "CHECKS_PER_COMPUTATION", 0.0)  # kept however fast it is
+
+    def walk(weight: Tensor, reference: Tensor, x: Tensor) -> list[Tensor]:
+        return [(reference @ weight).view(-1) * 2.0, x @ weight]
+
+    g = torch.Generator().manual_seed(9)
+    inputs = [torch.randn(4, 5, generator=g), torch.randn(1, 4, generator=g), torch.randn(3, 4, generator=g)]
+    expected, program = fast_path.record(walk, inputs, "traced", reused=([0], [1]))
+    side = program.reference_side
+    assert side is not None
+    _replays_exactly(program, inputs, expected)
+    assert side.values is not None
+    (kept,) = side.values
+    torch.testing.assert_close(kept, inputs[1] @ inputs[0], rtol=0, atol=0)
 
 
 def test_storages_are_told_apart_by_identity_not_address() -> None:
     """A view shares its base's storage number; a storage freed and another allocated (often at
     the same address) gets a new one."""
     identities = StorageIdentities()
-    a = torch.randn(1024)
-    first = identities.of(a)
-    assert identities.of(a[3:]) == first and identities.of(a.view(32, 32)) == first
-    address = a.untyped_storage().data_ptr()
-    del a
-    gc.collect()
-    for _ in range(16):
-        b = torch.empty(1024)
-        if b.untyped_storage().data_ptr() == address:
+    for size in (1024, 4096, 65536):
+        a = torch.randn(size)
+        first = identities.of(a)
+        assert identities.of(a[3:]) == first and identities.of(a.view(-1, 32)) == first
+        address = a.untyped_storage().data_ptr()
+        del a
+        for _ in range(8):
+            b = torch.empty(size)
             assert identities.of(b) != first
-            return
-        assert identities.of(b) != first
-        del b
-    pytest.skip("the allocator did not give the freed address back")
+            if b.untyped_storage().data_ptr() == address:
+                return  # the freed address came back, with a new number
+            del b
+    pytest.skip("the allocator did not give a freed address back")
 
 
 @pytest.mark.parametrize(

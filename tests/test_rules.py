@@ -387,6 +387,27 @@ def test_near_zero_mask_where_one_side_is_broadcast(one_row):
     assert mask.shape == (4, 50) and torch.equal(mask, expected)
 
 
+@pytest.mark.parametrize(
+    ("x_shape", "x_dtype", "x0_shape", "x0_dtype"),
+    [
+        ((4, 5), torch.float32, (1, 5), torch.float32),  # a shared reference: into |x|
+        ((4, 5), torch.float32, (1, 5), torch.float64),  # a wider reference: the wider dtype
+        ((1, 5), torch.float64, (4, 5), torch.float64),  # per-example references: a new tensor
+    ],
+)
+def test_largest_of_magnitudes_is_the_broadcast_maximum_in_the_wider_dtype(x_shape, x_dtype, x0_shape, x0_dtype):
+    from deltalift.rules.rescale import _largest_of_magnitudes
+
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(x_shape, generator=g, dtype=torch.float64).to(x_dtype)
+    x0 = torch.randn(x0_shape, generator=g, dtype=torch.float64).to(x0_dtype)
+    before = x0.clone()
+    got = _largest_of_magnitudes(x, x0)
+    expected = torch.maximum(x.abs(), x0.abs())
+    assert got.dtype == expected.dtype and torch.equal(got, expected)
+    assert torch.equal(x0, before)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(6, 40, 30), (3, 800), (2400,), (240, 1), ()])
 def test_near_zero_few_candidate_rows_found_exactly(dtype, shape):

@@ -15,9 +15,9 @@ references, the reference side's kept values) and its constants, any storage the
 the program returns.  Storages are told apart by identity at recording time
 (:func:`storage_identity`), so a buffer freed and reused by the allocator during the recording is
 not mistaken for the value that held it before.  The layout, storage and liveness facts are those
-of the recording; a replay whose tensors differ from them (another memory layout of an input)
-raises in the ``out=`` call, which the recorded program treats as a failed guard (the interpreter
-then runs).
+of the recording.  A replay whose tensors are laid out otherwise (a channels-last input where a
+contiguous one was recorded) writes each result in its dying argument's layout: the same values,
+though the layout of that intermediate may differ from what the op would have made.
 """
 
 from __future__ import annotations
@@ -78,14 +78,18 @@ def _out_overload(target: Any) -> Any:
         return None  # a copy is made to have a storage of its own
     if any(r.alias_info is not None for r in target._schema.returns) or len(target._schema.returns) != 1:
         return None  # a view or an in-place op already
-    name = "out" if target._overloadname in ("default", "Tensor") else f"{target._overloadname}_out"
     packet = target.overloadpacket
-    if name not in packet.overloads():
-        return None
-    overload = getattr(packet, name)
-    if [a.name for a in overload._schema.arguments if a.kwarg_only and a.is_out] != ["out"]:
-        return None
-    return overload
+    wanted = [(a.name, str(a.type)) for a in target._schema.arguments]
+    for name in (f"{target._overloadname}_out", "out"):  # clamp.Tensor -> clamp.Tensor_out, sub.Tensor -> sub.out
+        if name not in packet.overloads():
+            continue
+        overload = getattr(packet, name)
+        arguments = overload._schema.arguments
+        if [(a.name, str(a.type)) for a in arguments if not a.is_out] == wanted and [
+            a.name for a in arguments if a.is_out
+        ] == ["out"]:
+            return overload
+    return None
 
 
 _COPIES = (torch.ops.aten.clone, torch.ops.aten._to_copy, torch.ops.aten.copy)

@@ -327,7 +327,8 @@ class ReferenceSide:
         with _holding:  # another thread's call must not swap the values between check and read
             watched, references = self._watched(tensors), [tensors[i] for i in self.references]
             if self._is_last_call(watched, references):
-                counts["reference_reused"] += 1
+                with _bookkeeping:
+                    counts["reference_reused"] += 1
                 return self.values  # type: ignore[return-value]
             deciding = self.pays is None  # timed once: no synchronisation on later computations
             start = time.perf_counter()

@@ -120,13 +120,11 @@ def near_zero(
 
 
 def _largest_of_magnitudes(x: Tensor, x0: Tensor) -> Tensor:
-    """``max(|x|, |x0|)`` broadcast, into the larger side's ``abs`` where it has the result's
-    shape (a shared reference is not expanded to the batch: one activation-sized temporary, not
-    three)."""
+    """``max(|x|, |x0|)`` broadcast, into ``|x|`` where that has the result's shape and dtype (a
+    shared reference is not expanded to the batch: one activation-sized temporary, not three).
+    Never into the reference's side, whose values a recorded program may keep from call to call."""
     a, b = x.abs(), x0.abs()
-    if a.numel() < b.numel():
-        a, b = b, a
-    if a.shape == torch.broadcast_shapes(a.shape, b.shape):
+    if a.shape == torch.broadcast_shapes(a.shape, b.shape) and a.dtype == torch.result_type(a, b):
         return torch.maximum(a, b, out=a)
     return torch.maximum(a, b)
 
