@@ -610,37 +610,42 @@ def test_only_the_state_the_reference_side_reads_is_watched() -> None:
     assert replay_and_count() == 1
 
 
+def _in_two_threads(work: Any) -> None:
+    """``work(0)`` and ``work(1)`` in two threads that switch as often as possible."""
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(switch)
+
+
 def test_threads_explaining_against_different_references_get_their_own_values() -> None:
     """Two threads replaying one program against two references: each call's kept reference side
     is checked and read under one lock (without it, a call could read the values another thread
     had just computed for its own reference: 6 of 600 calls were wrong when this was written)."""
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # threads switch as often as possible
-    try:
-        torch.manual_seed(8)
-        model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)).double().eval()
-        x = torch.randn(3, 4, dtype=torch.float64)
-        references = [torch.randn(1, 4, dtype=torch.float64) for _ in range(2)]
-        exact = [explain(model, (x,), r, 1, None, backend="interpreter")[0][0] for r in references]
-        for r in references:
-            explain(model, (x,), r, 1, None, backend="traced")
-        wrong: list[int] = []
+    torch.manual_seed(8)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)).double().eval()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    references = [torch.randn(1, 4, dtype=torch.float64) for _ in range(2)]
+    exact = [explain(model, (x,), r, 1, None, backend="interpreter")[0][0] for r in references]
+    for r in references:
+        explain(model, (x,), r, 1, None, backend="traced")
+    wrong: list[int] = []
 
-        def explain_often(i: int) -> None:
-            for _ in range(300):
-                got = explain(model, (x,), references[i], 1, None, backend="traced")[0][0]
-                if not torch.allclose(got, exact[i], rtol=0, atol=1e-12):
-                    wrong.append(i)
+    def explain_often(i: int) -> None:
+        for _ in range(300):
+            got = explain(model, (x,), references[i], 1, None, backend="traced")[0][0]
+            if not torch.allclose(got, exact[i], rtol=0, atol=1e-12):
+                wrong.append(i)
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a wrong value would also fail the convergence check
-            threads = [threading.Thread(target=explain_often, args=(i,)) for i in range(2)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-    finally:
-        sys.setswitchinterval(switch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a wrong value would also fail the convergence check
+        _in_two_threads(explain_often)
     assert not wrong
 
 
@@ -650,35 +655,26 @@ def test_threads_whose_calls_fail_each_others_guards_get_exact_values(monkeypatc
     recording took, so the program is dropped and recorded again while the other thread is about
     to replay it.  Every call still gives the interpreter's values and none raises."""
     monkeypatch.setattr(fast_path, "MAX_RECORDINGS", 10**6)  # never give up: keep the race going
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        torch.manual_seed(9)
-        model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).double().eval()
-        reference = torch.zeros(1, 4, dtype=torch.float64)
-        inputs = [torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)]
-        inputs[1][0] = 0.0  # a row at the reference: x == x0 after the first layer
-        exact = [explain(model, (x,), reference, 1, None, backend="interpreter")[0][0] for x in inputs]
-        failures: list[str] = []
+    torch.manual_seed(9)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).double().eval()
+    reference = torch.zeros(1, 4, dtype=torch.float64)
+    inputs = [torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)]
+    inputs[1][0] = 0.0  # a row at the reference: x == x0 after the first layer
+    exact = [explain(model, (x,), reference, 1, None, backend="interpreter")[0][0] for x in inputs]
+    failures: list[str] = []
 
-        def explain_often(i: int) -> None:
-            for _ in range(150):
-                try:
-                    got = explain(model, (inputs[i],), reference, 1, None, backend="traced")[0][0]
-                except Exception as exc:  # noqa: BLE001 - what a race would raise is the finding
-                    failures.append(repr(exc))
-                    continue
-                if not torch.allclose(got, exact[i], rtol=0, atol=1e-12):
-                    failures.append(f"thread {i}: wrong values")
+    def explain_often(i: int) -> None:
+        for _ in range(150):
+            try:
+                got = explain(model, (inputs[i],), reference, 1, None, backend="traced")[0][0]
+            except Exception as exc:  # noqa: BLE001 - what a race would raise is the finding
+                failures.append(repr(exc))
+                continue
+            if not torch.allclose(got, exact[i], rtol=0, atol=1e-12):
+                failures.append(f"thread {i}: wrong values")
 
-        before = fast_path.counts["guard_failed"]
-        threads = [threading.Thread(target=explain_often, args=(i,)) for i in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        sys.setswitchinterval(switch)
+    before = fast_path.counts["guard_failed"]
+    _in_two_threads(explain_often)
     assert not failures, failures[:3]
     assert fast_path.counts["guard_failed"] - before > 10  # the threads did fail each other's guards
 
