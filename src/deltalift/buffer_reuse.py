@@ -142,7 +142,7 @@ def write_into_dying_arguments(module: torch.fx.GraphModule) -> int:
             ):
                 continue
             own = node.meta.get("storage_id")
-            if own is None:
+            if own is None or own in moved or own == storage:  # already sharing a storage as recorded
                 break
             node.target = overload
             node.kwargs = {**node.kwargs, "out": argument}

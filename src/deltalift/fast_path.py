@@ -9,9 +9,10 @@ This module records that sequence once, below autograd, with a
 :class:`~torch.utils._python_dispatch.TorchDispatchMode`, as a :class:`torch.fx.Graph` whose
 inputs are the live parameters and buffers, the inputs, the references and (if a tensor) the
 target, and whose outputs are ``t(x)``, ``t(x0)`` and the multipliers.  That program is then
-either replayed as it is (``backend="traced"``: no rule dispatch, no autograd bookkeeping) or
-handed to :func:`torch.compile` (``backend="compiled"``: inductor fuses the element-wise
-multiplier math into the surrounding kernels).
+either replayed (``backend="traced"``: no rule dispatch, no autograd bookkeeping, and element-wise
+ops writing into an argument that dies there rather than into a fresh tensor,
+:mod:`deltalift.buffer_reuse`) or handed to :func:`torch.compile` (``backend="compiled"``:
+inductor fuses the element-wise multiplier math into the surrounding kernels).
 
 Soundness.  The rules take a few decisions from the data: whether any position is near zero
 (``near_zero``), whether rows of a DeepLIFT-SHAP batch are equal, whether the outputs are
