@@ -79,9 +79,9 @@ class DeepLift(AttributionMethod):
         of the values (their bytes as words, and their sum), so writes through ``param.data``
         are seen too, all but a permutation of values within a tensor (or among tensors under
         64 KiB).  It is kept only where computing it takes longer than twice the fingerprint.
-        The values are the same either way.  ``None`` (default): where every reference is shared by the batch (batch
-        size one), so that what is kept is one example's values; ``True`` also for per-example
-        references (a batch of them kept); ``False``: never.
+        The values are the same either way.  ``None`` (default): where every reference is shared
+        by the batch (batch size one), so that what is kept is one example's values; ``True``
+        also for per-example references (a batch of them kept); ``False``: never.
     """
 
     returns_convergence_delta = True
