@@ -7,12 +7,13 @@ captures the model; the captured graph serves every batch size), returns freed m
 system (``malloc_trim``), and then samples its resident set size every millisecond from a
 second thread while one call at the measured batch runs.  The figure is the call's peak RSS
 above the RSS just before it, with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed at 64 KiB so that
-the resident size follows the live tensors (three runs agree to 1 MiB).  With ``--backend auto`` or ``traced`` two more warm-up calls at
-the measured batch come first, so that the measured call replays the recorded program (the
-default ``interpreter`` measures the walk op by op), and two calls are measured: the first
-replay computes the reference side and keeps it for the next call (``reuse_reference``, for the
-shared zero reference), the second reuses it; what is kept is live between the calls, so it is
-part of the peak, and is also reported on its own (beyond the weights, of which it keeps views).  On CUDA it is ``torch.cuda.max_memory_allocated`` above the
+the resident size follows the live tensors (three runs agree to 1 MiB).  With ``--backend auto``
+or ``traced`` two more warm-up calls at the measured batch come first, so that the measured calls
+replay the recorded program (the default ``interpreter`` measures the walk op by op), and two
+calls are measured: the first replay computes the reference side and keeps it for the next call
+(``reuse_reference``, for the shared zero reference), the second reuses it; what is kept is live
+between the calls, so it is part of the peak, and is also reported on its own (beyond the
+weights, of which it keeps views).  On CUDA it is ``torch.cuda.max_memory_allocated`` above the
 allocation before the call (``tracemalloc`` does not see torch's CPU allocator).
 
 Run:  python benchmarks/bench_memory.py [--models resnet50,vit_b_16] [--size 224] [--batch 4]
@@ -77,9 +78,9 @@ def measure_one(tool: str, name: str, size: int, batch: int, backend: str, devic
     model = torchvision_model(name).to(device)
     x = torch.randn(batch, 3, size, size, device=device)
     call(tool, model, x[:2].clone(), backend)  # warm-up: capture, allocator start-up
-    measured_calls = 1
-    if backend != "interpreter":
-        measured_calls = 2  # the first replay computes the reference side and keeps it, the second reuses it  # the measured call replays the program recorded at this batch
+    # replayed: the first measured call computes the reference side and keeps it, the second reuses it
+    measured_calls = 1 if backend == "interpreter" else 2
+    if backend != "interpreter":  # the measured calls replay the program recorded at this batch
         for _ in range(2):
             call(tool, model, x, backend)
     if device == "cuda":

@@ -158,7 +158,6 @@ class _Recorder(TorchDispatchMode):
             node.meta["kept_bytes"] = 0  # live anyway
         elif t.layout == torch.strided:
             node.meta["kept_bytes"] = t.untyped_storage().nbytes()  # a view keeps its whole storage
-            node.meta["storage"] = t.untyped_storage().data_ptr()
         node.meta["shape"] = tuple(t.shape)
         if t.layout == torch.strided and t.device.type != "meta":
             self.aliases[_storage_key(t)] = (weakref.ref(t), node)
@@ -470,7 +469,7 @@ def _recomputed(node: torch.fx.Node, written: set[int]) -> bool:
     base's).  Those cost a pass or a few at the reference's size, where keeping the reference
     side's element-wise values would hold several per layer.  Dense layers, other convolutions,
     reductions, and a small value taken from a large one, are kept; so is an op
-    that reads a storage some op writes in place (``written``: recorded storage addresses), whose
+    that reads a storage some op writes in place (``written``: the storages' recorded identities), whose
     kept value would be the one after the write."""
     target = node.target
     if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload) or _written_arguments(node):
@@ -483,7 +482,9 @@ def _recomputed(node: torch.fx.Node, written: set[int]) -> bool:
     if size is None or size < RECOMPUTED_BYTES:
         return False
     return all(
-        a.meta.get("kept_bytes") is not None and a.meta["kept_bytes"] <= size and a.meta.get("storage") not in written
+        a.meta.get("kept_bytes") is not None
+        and a.meta["kept_bytes"] <= size
+        and a.meta.get("storage_id") not in written
         for a in node.all_input_nodes
     )
 
@@ -529,7 +530,7 @@ def split_reference_side(
         for target in _written_arguments(node):
             if target in inside and (node not in inside or set(target.users) != {node}):
                 return None
-    written: set[int] = {w.meta["storage"] for n in inside for w in _written_arguments(n) if "storage" in w.meta}
+    written = {w.meta["storage_id"] for n in inside for w in _written_arguments(n) if "storage_id" in w.meta}
     again: set[torch.fx.Node] = set()  # computed again by the rest
     kept_nodes: set[torch.fx.Node] = set()
     wanted = [a for n in graph.nodes if n not in inside for a in n.all_input_nodes if a in inside]
@@ -558,9 +559,8 @@ def split_reference_side(
     # Only the state the part reads is watched (VGG-11's dense layers take the reference's rows
     # together with the input's, outside the part: 9 M of its 133 M parameters are read inside).
     read = [i for i in state if env[placeholders[i]].users]
-    for i in state:
-        if i not in read:
-            side_graph.erase_node(env[placeholders[i]])
+    for unread in set(state) - set(read):
+        side_graph.erase_node(env[placeholders[unread]])
     rest = torch.fx.Graph()
     env = {node: rest.placeholder(node.name) for node in placeholders}
     kept = {node: rest.placeholder(f"reference_side_{i}") for i, node in enumerate(frontier)}
