@@ -479,6 +479,33 @@ def test_fingerprint_sees_sign_changes_and_reads_misaligned_tensors() -> None:
     assert fast_path.fingerprint([t, torch.eye(3).to_sparse()]) is None  # no bytes to read: nothing reused
 
 
+class _Opaque(torch.Tensor):
+    """A tensor subclass whose ``__torch_dispatch__`` handles ``detach`` alone."""
+
+    @staticmethod
+    def __new__(cls, elem: torch.Tensor) -> Any:
+        return torch.Tensor._make_wrapper_subclass(cls, elem.shape, dtype=elem.dtype)
+
+    def __init__(self, elem: torch.Tensor) -> None:
+        self.elem = elem
+
+    @classmethod
+    def __torch_dispatch__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func is torch.ops.aten.detach.default:
+            return _Opaque(args[0].elem)
+        return NotImplemented
+
+
+def test_fingerprint_of_tensors_without_readable_bytes_is_none() -> None:
+    """Sparse and nested tensors raise ``RuntimeError`` at the view of their bytes, a subclass
+    that does not handle it ``TypeError``: no fingerprint, so nothing is reused (not an error)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nested tensors are a prototype, and say so
+        nested = torch.nested.nested_tensor([torch.randn(2), torch.randn(3)])
+    for unreadable in (torch.eye(3).to_sparse(), nested, _Opaque(torch.randn(4))):
+        assert fast_path.fingerprint([torch.randn(3), unreadable]) is None
+
+
 def test_a_reference_side_that_costs_less_than_its_checks_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where computing the reference side takes less than ``CHECKS_PER_COMPUTATION`` times its
     fingerprint (timed at its first computation), the program before the split runs at every

@@ -383,9 +383,10 @@ def fingerprint(tensors: Sequence[Tensor]) -> tuple[Tensor, Tensor] | None:
     A write that changes both sums by exactly nothing goes unseen: a permutation of values within
     one tensor (or between small ones), or changes whose word differences cancel modulo ``2**32``
     while their values cancel in the float sum.  One read of the tensors each, as fast as a float
-    sum.  ``None`` for a tensor whose bytes cannot be viewed (a sparse tensor raises
-    ``RuntimeError``, a tensor subclass that does not implement the view ``NotImplementedError``):
-    then nothing is reused."""
+    sum.  ``None`` for a tensor whose bytes cannot be viewed (sparse and nested tensors raise
+    ``RuntimeError``; a tensor subclass whose ``__torch_dispatch__`` does not handle the view
+    returns ``NotImplemented``, which torch raises as ``TypeError``, as masked tensors do; one that
+    refuses explicitly raises ``NotImplementedError``): then nothing is reused."""
     words: list[Tensor] = []
     values: list[Tensor] = []
     small: dict[torch.device, list[Tensor]] = {}
@@ -394,7 +395,7 @@ def fingerprint(tensors: Sequence[Tensor]) -> tuple[Tensor, Tensor] | None:
         t = t.detach()
         try:
             data = t.reshape(-1).view(torch.uint8)
-        except (RuntimeError, NotImplementedError):  # no bytes to read: see the docstring
+        except (RuntimeError, TypeError, NotImplementedError):  # no bytes to read: see the docstring
             return None
         if data.numel() < FINGERPRINT_GROUPED:
             small.setdefault(t.device, []).append(data)
