@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from deltalift import conv_layout
 from deltalift.canonical import WeightedOp, weighted_op
 from deltalift.rules.registry import Pair, is_pair, pairs_in
 
@@ -55,21 +56,25 @@ def evaluate_weighted(
     op: Any, args: tuple[Any, ...], kwargs: dict[str, Any], factors: tuple[int, int], layout: BatchLayout
 ) -> Pair | None:
     """``op`` on its activation ``args[factors[0]]`` in fewer calls where the layout allows,
-    ``None`` where it does not (the op's rule then applies)."""
+    ``None`` where it does not (the op's rule then applies).  Convolutions, forward and
+    transposed, run in :mod:`deltalift.conv_layout`'s layout."""
     position, weight_position = factors
     a, weight = args[position], args[weight_position]
     if kwargs or not is_pair(a) or len(pairs_in(args)) != 1:
         return None
     if a.x.ndim != getattr(weight, "ndim", a.x.ndim):  # not a batched convolution or matrix product
         return None
-    grouped = _grouped_rows(op, args, position, layout)
+    weighted = weighted_op(op, args, position, convolution=conv_layout.convolution)
+    if weighted is None or weighted.backward is None:
+        return None
+    evaluate = conv_layout.convolution if weighted.kind == "conv" else op
+    grouped = _grouped_rows(evaluate, args, position, layout, weighted)
     if grouped is not None:
         return grouped
     if 2 * a.ref.shape[0] <= a.x.shape[0] and weight.numel() >= STACKED_WEIGHT_RATIO * a.x.numel():
-        return _stacked_rows(op, args, position)
-    weighted = weighted_op(op, args, position)
-    if weighted is not None and weighted.kind == "conv" and weighted.backward is not None:
-        return _input_not_kept(op, args, position, weighted)
+        return _stacked_rows(evaluate, args, position, weighted)
+    if weighted.kind == "conv":
+        return _input_not_kept(evaluate, args, position, weighted)
     return None
 
 
@@ -120,41 +125,34 @@ class _Transposed(torch.autograd.Function):
         return ctx.backward_fn(grad, ctx.shape), None, None
 
 
-def _stacked_rows(op: Any, args: tuple[Any, ...], position: int) -> Pair:
+def _stacked_rows(op: Any, args: tuple[Any, ...], position: int, weighted: WeightedOp) -> Pair:
     """Evaluate a row-wise linear op once on ``cat([x, ref])`` and split the rows again.
 
-    Where the op has a transpose (:func:`deltalift.canonical.weighted_op`), backward applies it
-    to the input rows' gradient alone: autograd through the concatenation would pad the
-    gradient with zeros for the reference rows, run the op's backward on them too, and split
-    the result (three passes over the activation that a gradient does not make)."""
+    Backward applies the op's transpose (:func:`deltalift.canonical.weighted_op`) to the input
+    rows' gradient alone: autograd through the concatenation would pad the gradient with zeros
+    for the reference rows, run the op's backward on them too, and split the result (three
+    passes over the activation that a gradient does not make)."""
     pair = args[position]
     rows = pair.x.shape[0]
-    weighted = weighted_op(op, args, position)
-    if weighted is not None and weighted.backward is not None:
-        on_activation, ref = _on_activation(op, args, position), pair.ref.detach()
-        reference_rows: list[Tensor] = []
+    on_activation, ref = _on_activation(op, args, position), pair.ref.detach()
+    reference_rows: list[Tensor] = []
 
-        def on_both(x: Tensor) -> Tensor:  # one call on both sides' rows; the reference rows set aside
-            out = on_activation(torch.cat([x, ref]))
-            reference_rows.append(out[rows:])
-            return out[:rows]
+    def on_both(x: Tensor) -> Tensor:  # one call on both sides' rows; the reference rows set aside
+        out = on_activation(torch.cat([x, ref]))
+        reference_rows.append(out[rows:])
+        return out[:rows]
 
-        return Pair(_Transposed.apply(pair.x, on_both, weighted.transpose_to), reference_rows[0])
-    stacked = list(args)
-    stacked[position] = torch.cat([pair.x, pair.ref.detach()])
-    out = op(*stacked)
-    return Pair(out[:rows], out[rows:].detach())
+    return Pair(_Transposed.apply(pair.x, on_both, weighted.transpose_to), reference_rows[0])
 
 
-def _grouped_rows(op: Any, args: tuple[Any, ...], position: int, layout: BatchLayout) -> Pair | None:
+def _grouped_rows(
+    op: Any, args: tuple[Any, ...], position: int, layout: BatchLayout, weighted: WeightedOp
+) -> Pair | None:
     """The op on one row per group of identical rows (DeepLIFT-SHAP), ``None`` where the rows
-    are not laid out so or the op has no transpose."""
+    are not laid out so."""
     pair = args[position]
     rows = pair.x.shape[0]
     if layout.groups <= 1 or layout.rows <= 0 or rows % layout.rows:
-        return None
-    weighted = weighted_op(op, args, position)
-    if weighted is None or weighted.backward is None:
         return None
     shape = (layout.rows // layout.groups, layout.groups, rows // layout.rows)
     laid_out = pair.x.detach().unflatten(0, shape)
@@ -178,6 +176,19 @@ def _on_one_row_per_group(
         expanded = out.unflatten(0, (inputs, 1, rows_per_example)).expand(
             inputs, groups, rows_per_example, *out.shape[1:]
         )
-        return expanded.flatten(0, 2)
+        if inputs == 1 and rows_per_example == 1:
+            return expanded.flatten(0, 2)  # a view: one row, stride 0 along the batch
+        repeated = _empty_in_layout_of(out, (inputs * groups * rows_per_example, *out.shape[1:]))
+        repeated.unflatten(0, expanded.shape[:3]).copy_(expanded)
+        return repeated
 
     return forward_fn
+
+
+def _empty_in_layout_of(like: Tensor, shape: Sequence[int]) -> Tensor:
+    """An empty tensor of ``shape`` whose dimensions are ordered in memory as ``like``'s (a
+    length-major convolution output stays length-major, :mod:`deltalift.conv_layout`)."""
+    strides = like.stride()
+    order = sorted(range(like.ndim), key=lambda d: -strides[d])
+    inverse = sorted(range(like.ndim), key=order.__getitem__)
+    return like.new_empty([shape[d] for d in order]).permute(inverse)

@@ -103,15 +103,19 @@ class WeightedOp:
         return replace(self, weight=self.weight * scale.reshape(shape), bias=new_bias)
 
 
-def weighted_op(op: Any, args: Sequence[Any], position: int) -> WeightedOp | None:
+def weighted_op(
+    op: Any, args: Sequence[Any], position: int, convolution: Callable[..., Tensor] = aten.convolution
+) -> WeightedOp | None:
     """``op`` (``convolution``, ``addmm`` or ``mm``, with evaluated ``args``) as a
-    :class:`WeightedOp` whose activation is ``args[position]``; ``None`` for other ops."""
+    :class:`WeightedOp` whose activation is ``args[position]``; ``None`` for other ops.
+    ``convolution``: what evaluates a convolution and its transpose (``aten.convolution``'s
+    signature; the DeepLIFT walk passes :func:`deltalift.conv_layout.convolution`)."""
     packet = getattr(op, "overloadpacket", None)
     if packet is aten.convolution and position == 0:
         stride, padding, dilation, transposed, output_padding, groups = args[3:9]
 
         def conv(a: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
-            return aten.convolution(a, w, b, stride, padding, dilation, transposed, output_padding, groups)
+            return convolution(a, w, b, stride, padding, dilation, transposed, output_padding, groups)
 
         def conv_backward(s: Tensor, shape: Sequence[int], w: Tensor) -> Tensor:
             """The input gradient from the input's shape: the transposed convolution, whose
@@ -120,12 +124,12 @@ def weighted_op(op: Any, args: Sequence[Any], position: int) -> WeightedOp | Non
             n = s.ndim - 2
             st, pad, dil = (_per_dimension(v, n) for v in (stride, padding, dilation))
             if transposed:
-                return aten.convolution(s, w, None, st, pad, dil, False, [0] * n, groups)
+                return convolution(s, w, None, st, pad, dil, False, [0] * n, groups)
             restored = [
                 shape[2 + i] - ((s.shape[2 + i] - 1) * st[i] - 2 * pad[i] + dil[i] * (w.shape[2 + i] - 1) + 1)
                 for i in range(n)
             ]
-            return aten.convolution(s, w, None, st, pad, dil, True, restored, groups)
+            return convolution(s, w, None, st, pad, dil, True, restored, groups)
 
         channel_dim = (1 if groups == 1 else None) if transposed else 0
         return WeightedOp("conv", args[1], args[2], conv, channel_dim, conv_backward)

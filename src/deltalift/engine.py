@@ -35,7 +35,15 @@ from deltalift.convergence import check_summation
 from deltalift.errors import MissingRuleError, UnsupportedOperationError
 from deltalift.fast_path import check_backend, default_backend
 from deltalift.fast_path import run as run_recorded
-from deltalift.inputs import as_tuple, check_baselines, check_grad_kwargs, check_inputs, check_model, select_target
+from deltalift.inputs import (
+    as_tuple,
+    check_baselines,
+    check_grad_kwargs,
+    check_inputs,
+    check_model,
+    row_major,
+    select_target,
+)
 from deltalift.layers import LayerType, LayerUnused, capture_with_layers, eager_layer_values
 from deltalift.plan import Plan, check_rule_choice, make_plan
 from deltalift.rules.linear import evaluate_both
@@ -54,6 +62,7 @@ from deltalift.rules.registry import (
 from deltalift.rules.reveal_cancel import reveal_cancel
 
 Tensor = torch.Tensor
+aten = torch.ops.aten
 
 #: How a walk evaluates one ``call_function`` node: ``(node, args, kwargs, env) -> value``.
 Evaluate = Callable[[torch.fx.Node, Any, Any, dict[torch.fx.Node, Any]], Any]
@@ -146,6 +155,7 @@ def run_graph(
 
     def evaluate(node: torch.fx.Node, args: Any, kwargs: Any, env: dict[torch.fx.Node, Any]) -> Any:
         ctx.node = node
+        op = _VIEWS_AS_RESHAPE.get(node.target, node.target)
         if node in plan.input_sizes:
             args, kwargs = _input_side_sizes(args), _input_side_sizes(kwargs)
         if node in plan.aligned_arguments:
@@ -153,7 +163,6 @@ def run_graph(
         try:
             weighted = plan.reveal_cancel.get(node)
             if weighted is not None and isinstance(args[0], Pair) and (tap is None or tap[0] not in weighted.path):
-                op = node.target
 
                 def f(t: Tensor) -> Tensor:
                     return op(t, *args[1:], **kwargs)  # type: ignore[operator]
@@ -174,18 +183,27 @@ def run_graph(
             if node in plan.scale_products:
                 scale = plan.scale_products[node]
                 return scale_product(args[1 - scale], args[scale])
-            rule = ctx.registry.find(node.target)
+            rule = ctx.registry.find(op)
             if rule is not None and rule.kind == "weighted" and rule.factors is not None:
-                batched = evaluate_weighted(node.target, args, kwargs, rule.factors, layout)
+                batched = evaluate_weighted(op, args, kwargs, rule.factors, layout)
                 if batched is not None:
                     return batched
-            return ctx.call(node.target, *args, **kwargs)
+            return ctx.call(op, *args, **kwargs)
         except (MissingRuleError, UnsupportedOperationError):
             raise
         except RuntimeError as exc:
             raise RuntimeError(f"{node.target} failed while explaining {ctx.node_description}: {exc}") from exc
 
     return walk_graph(program, model, user_args, evaluate, plan.free_after, tap, until, state)
+
+
+#: The captured views the DeepLIFT walk evaluates as ``reshape`` (the same values; a copy only
+#: where the strides do not allow a view, as a length-major output of a 1-D convolution,
+#: :mod:`deltalift.conv_layout`, may not).
+_VIEWS_AS_RESHAPE: dict[Any, Any] = {
+    aten.view.default: aten.reshape.default,
+    aten._unsafe_view.default: aten.reshape.default,
+}
 
 
 def _reads(convolution: Any, norm: torch.fx.Node, tap: Tap | None, until: torch.fx.Node | None) -> bool:
@@ -387,8 +405,8 @@ def deeplift(
             points.append(recorded[0])
             grads.extend(torch.autograd.grad(t.sum(), [recorded[0].x], **grad_options))
     assert t is not None and t0 is not None
-    multipliers = tuple(torch.zeros_like(p.x) if g is None else g.detach() for g, p in zip(grads, points))
-    contributions = tuple(m * (p.x.detach() - p.ref) for m, p in zip(multipliers, points))
+    multipliers = tuple(torch.zeros_like(p.x) if g is None else row_major(g.detach()) for g, p in zip(grads, points))
+    contributions = tuple(row_major(m * (p.x.detach() - p.ref)) for m, p in zip(multipliers, points))
     t, t0 = t.detach(), t0.detach()
     delta = check_summation(contributions, t, t0, options.tolerance, options.strict, warn=not at_layer)
     return DeepLiftResult(points, multipliers, contributions, delta, len(points) > 1 if at_layer else given_tuple)

@@ -31,7 +31,9 @@ class _WithMultipliers(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         multipliers = ctx.saved_tensors
-        grads = [(grad * m).sum_to_size(shape) for m, shape in zip(multipliers, ctx.shapes)]
+        # m first: the product takes the multiplier's memory layout where the two differ (the
+        # gradient of a mean is row-major, a 1-D convolution's output length-major)
+        grads = [(m * grad).sum_to_size(shape) for m, shape in zip(multipliers, ctx.shapes)]
         return (None, None, *grads, *([None] * len(multipliers)))
 
 

@@ -282,13 +282,22 @@ def _relu(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, An
     pair = args[0]
     with torch.no_grad():
         x, x0 = pair.x.detach(), pair.ref
-        y, y0 = torch.relu(x), torch.relu(x0)
+        y, y0 = _on_one_row(torch.relu, x), torch.relu(x0)
         m = torch.sub(y, y0).div_(torch.sub(x, x0))
         if m.numel() and not bool(torch.isfinite(m.sum())):  # 0 / 0 where x == x0: relu'(x0) there
             slope = (x0 > 0).to(m.dtype)
             at_nan_one = torch.nan_to_num(m, nan=1.0)
             m.nan_to_num_(nan=0.0).add_(at_nan_one.sub_(m).mul_(slope))
     return Pair(with_multipliers(y, [pair.x], [m]), y0)
+
+
+def _on_one_row(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """Element-wise ``fn(x)``, evaluated on one row where ``x`` repeats one row along the batch
+    (stride 0: DeepLIFT-SHAP's input side with one example a call, after a convolution) and
+    expanded back, a view; otherwise on ``x``."""
+    if x.ndim and x.shape[0] > 1 and x.stride(0) == 0:
+        return fn(x[:1]).expand(x.shape)
+    return fn(x)
 
 
 def _power(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
