@@ -1,4 +1,5 @@
-"""The DeepLIFT walk's 1-D convolutions on CPU, run length-major (deltalift.conv_layout).
+"""The DeepLIFT walk's 1-D convolutions on CPU, run length-major (deltalift.conv_layout), and the
+input-side evaluations that keep that layout and DeepLIFT-SHAP's repeated rows (rules.linear).
 
 The walk evaluates a 1-D convolution as the channels-last 2-D convolution of its ``(N, C, 1, L)``
 view and keeps the result length-major (strides ``(L * C, 1, C)``) for the next one.  That must
@@ -21,6 +22,8 @@ from torch import nn
 from deltalift import DeepLift, DeepLiftShap, LayerDeepLift
 from deltalift.canonical import weighted_op
 from deltalift.conv_layout import convolution, runs_length_major
+from deltalift.rules.linear import evaluate_both
+from deltalift.rules.registry import Pair
 
 aten = torch.ops.aten
 
@@ -119,9 +122,25 @@ class _FlattenedConv1d(nn.Module):
         return self.head(self.pool(h).view(x.shape[0], -1))
 
 
-def _model() -> nn.Module:
+class _AveragedConv1d(nn.Module):
+    """BPNet's shape: residual dilated Conv1d layers, the mean over the length, a dense head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Conv1d(4, 8, 5, padding=2)
+        self.dilated = nn.ModuleList(nn.Conv1d(8, 8, 3, padding=d, dilation=d) for d in (2, 4))
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.first(x))
+        for conv in self.dilated:
+            h = h + torch.relu(conv(h))
+        return self.head(h.mean(-1))
+
+
+def _model(kind: type[nn.Module] = _FlattenedConv1d) -> nn.Module:
     torch.manual_seed(0)
-    return _FlattenedConv1d().double().eval()
+    return kind().double().eval()
 
 
 @pytest.mark.parametrize("backend", ["interpreter", "traced"])
@@ -149,11 +168,13 @@ def test_layer_attributions_at_a_convolution_are_row_major():
     torch.testing.assert_close(result, expected, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("kind", [_FlattenedConv1d, _AveragedConv1d])
 @pytest.mark.parametrize("batch_size", [5, 10, 15])
-def test_deeplift_shap_with_one_or_several_examples_a_call(batch_size):
-    """5 references: one example a call (its input side a stride-0 view), two (copied in the
-    length-major layout), three; each equals the row-major walk's average of DeepLift calls."""
-    model = _model()
+def test_deeplift_shap_with_one_or_several_examples_a_call(batch_size, kind):
+    """5 references: one example a call (its input side one row, repeated by stride 0 through
+    the convolutions, ReLUs and residual additions), two (copied in the length-major layout),
+    three; each equals the row-major walk's average of DeepLift calls on dense inputs."""
+    model = _model(kind)
     g = torch.Generator().manual_seed(2)
     x = torch.randn(3, 4, 24, generator=g, dtype=torch.float64)
     references = torch.randn(3, 5, 4, 24, generator=g, dtype=torch.float64)
@@ -169,3 +190,40 @@ def test_deeplift_shap_with_one_or_several_examples_a_call(batch_size):
     result = DeepLiftShap(model, batch_size=batch_size).attribute(x, references, target=0)
     assert result.is_contiguous()
     torch.testing.assert_close(result, expected, rtol=0, atol=1e-10)
+
+
+def _pair(x: torch.Tensor) -> Pair:
+    return Pair(x, torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dims,keepdim", [([-1], False), ([1, 2], True), ([0], False)])
+def test_a_mean_on_the_input_side_is_atens_to_the_bit_with_its_gradient(dims, keepdim, dtype):
+    g = torch.Generator().manual_seed(3)
+    for x in (torch.randn(6, 5, 40, generator=g).to(dtype) * 7, _length_major(torch.randn(6, 5, 40, generator=g))):
+        x = x.to(dtype).requires_grad_(True)
+        out = evaluate_both(aten.mean.dim, (_pair(x), dims, keepdim), {})
+        expected = aten.mean.dim(x, dims, keepdim)
+        assert torch.equal(out.x, expected)
+        s = torch.randn(expected.shape, generator=g, dtype=dtype)
+        (grad,) = torch.autograd.grad(out.x, x, s)
+        (expected_grad,) = torch.autograd.grad(expected, x, s)
+        assert torch.equal(grad, expected_grad)
+
+
+def test_an_addition_of_repeated_rows_runs_on_one_row_and_keeps_each_rows_gradient():
+    """Both terms repeat one row (stride 0): the sum is computed once and stays a stride-0
+    view, while the gradient of every row (a different one per reference under DeepLIFT-SHAP)
+    reaches both terms unsummed."""
+    g = torch.Generator().manual_seed(4)
+    a_row = torch.randn(1, 3, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    b_row = torch.randn(1, 3, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    a, b = a_row.expand(5, 3, 7), b_row.expand(5, 3, 7)
+    out = evaluate_both(aten.add.Tensor, (_pair(a), _pair(b)), {})
+    assert out.x.stride(0) == 0
+    torch.testing.assert_close(out.x, a + b, rtol=0, atol=0)
+    weights = torch.randn(5, 3, 7, generator=g, dtype=torch.float64)
+    grad_a, grad_b = torch.autograd.grad((out.x * weights).sum(), [a, b])
+    assert torch.equal(grad_a, weights) and torch.equal(grad_b, weights)
+    dense = evaluate_both(aten.add.Tensor, (_pair(a.contiguous()), _pair(b)), {})  # one term dense: ordinary
+    assert dense.x.stride(0) != 0

@@ -12,6 +12,7 @@ shape queries, arg-max indices): they are computed on both sides and nothing flo
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -32,6 +33,7 @@ from deltalift.rules.registry import (
 )
 
 aten = torch.ops.aten
+Tensor = torch.Tensor
 
 
 def evaluate_both(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -48,7 +50,7 @@ def evaluate_both(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any
     ``(n, 1)``) then takes the reference back to batch size one where its values are the same
     for every example (:func:`_regathered`).
     """
-    x_out = op(*side(args, "x"), **side(kwargs, "x"))
+    x_out = _input_side(op, args, kwargs)
     with torch.no_grad():
         try:
             ref_out = op(*side(args, "ref"), **side(kwargs, "ref"))
@@ -58,6 +60,55 @@ def evaluate_both(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any
             ref_out = op(*_expanded_reference_side(args), **_expanded_reference_side(kwargs))
             ref_out = _regathered(op, args, ref_out)
     return zip_output(x_out, ref_out)
+
+
+def _input_side(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``op`` on the input side, with autograd; two ops with the same values, computed otherwise:
+
+    - ``a + b`` where both terms repeat one row along the batch (stride 0, as DeepLIFT-SHAP's
+      input side with one example a call does from a convolution on): computed on that row and
+      expanded back, a view (the next convolution sees the repetition without comparing rows),
+      whose backward hands each row's gradient to both terms;
+    - a mean over dimensions (on CPU, float32 or float64): the sum divided by the count, as ATen
+      computes it there (the same bits), whose gradient is a broadcast view that takes the
+      layout of what it meets (a length-major convolution's, :mod:`deltalift.conv_layout`)
+      rather than a row-major copy.
+    """
+    x_args = side(args, "x")
+    if op is aten.add.Tensor and not kwargs and len(args) == 2 and _repeat_one_row(*x_args):
+        return _RowSum.apply(*x_args)
+    if op is aten.mean.dim and not kwargs and 2 <= len(args) <= 3 and args[1]:  # [] or None: every dimension
+        x = x_args[0]
+        if isinstance(x, Tensor) and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+            count = math.prod(x.shape[d] for d in args[1])
+            return aten.sum.dim_IntList(*x_args) / count
+    return op(*x_args, **side(kwargs, "x"))
+
+
+def _repeat_one_row(*values: Any) -> bool:
+    """Tensors of one shape and dtype, each repeating one row along the batch (stride 0)."""
+    first = values[0]
+    return all(
+        isinstance(v, Tensor)
+        and v.shape == first.shape
+        and v.dtype == first.dtype
+        and v.ndim > 0
+        and v.shape[0] > 1
+        and v.stride(0) == 0
+        for v in values
+    )
+
+
+class _RowSum(torch.autograd.Function):
+    """``a + b`` for two tensors that repeat one row: forward on that row, backward ``(g, g)``."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Tensor) -> Tensor:  # type: ignore[override]
+        return torch.add(a[:1], b[:1]).expand(a.shape)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        return grad, grad
 
 
 #: Ops whose reference side may tile the input side's rows, with the position of the operand
