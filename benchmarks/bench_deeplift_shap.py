@@ -17,6 +17,10 @@ A floor is timed beside them: the plain input gradient of the target on the n x 
 references and take a backward pass per pair (the multipliers differ per pair), which is what
 that gradient costs; the tools' times over it show what the rules and their bookkeeping add.
 
+deltalift runs 1-D convolutions as channels-last 2-D ones (:mod:`deltalift.conv_layout`), which
+the model's own forward (and so the peers and the gradient) does not; two more rows separate
+what that layout contributes: deltalift with it undone, and the floor with it.
+
 Run:  python benchmarks/bench_deeplift_shap.py [--repeats 5] [--batch-sizes 10,20,40,80,160]
 """
 
@@ -27,12 +31,14 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deltalift import DeepLiftShap
+from deltalift import DeepLiftShap, conv_layout
+from deltalift.conv_layout import convolution
 from machine import describe
 
 
@@ -130,8 +136,36 @@ def gradient_floor(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, batch_
     return torch.cat(parts)
 
 
+def gradient_floor_length_major(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """:func:`gradient_floor` with the convolutions in deltalift's layout (channels-last 2-D
+    convolutions, outputs length-major, :mod:`deltalift.conv_layout`): the same floor for a
+    walk that runs them so."""
+    assert isinstance(model, BPNetLike)
+
+    def conv(h: torch.Tensor, layer: nn.Conv1d) -> torch.Tensor:
+        return convolution(h, layer.weight, layer.bias, layer.stride, layer.padding, layer.dilation, False, [0], 1)
+
+    rows = refs.reshape(-1, *x.shape[1:])
+    parts = []
+    for i in range(0, rows.shape[0], batch_size):
+        chunk = rows[i : i + batch_size].detach().requires_grad_(True)
+        h = torch.relu(conv(chunk, model.first))
+        for layer in model.dilated:
+            h = h + torch.relu(conv(h, layer))
+        (grad,) = torch.autograd.grad(model.head(h.mean(-1))[:, 0].sum(), chunk)
+        parts.append(grad)
+    return torch.cat(parts)
+
+
 def deltalift_shap(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, batch_size: int) -> torch.Tensor:
     return DeepLiftShap(model, batch_size=batch_size).attribute(x, refs, target=0)
+
+
+def deltalift_shap_row_major(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """deltalift with its 1-D convolutions run as PyTorch runs them (channels-first, row-major
+    outputs): what the layout contributes."""
+    with mock.patch.object(conv_layout, "runs_length_major", lambda x: False):
+        return deltalift_shap(model, x, refs, batch_size)
 
 
 Tool = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], torch.Tensor]
@@ -182,11 +216,14 @@ def main() -> None:
     reference_result = deltalift_shap(model, x, refs, 64)
     fns: dict[str, Callable[[], object]] = {}
     chosen: dict[str, int] = {}
+    tools["deltalift, convolutions row-major"] = deltalift_shap_row_major
     tools["floor: input gradient at the n x k reference rows"] = gradient_floor
+    tools["floor, convolutions length-major"] = gradient_floor_length_major
+    floors = (gradient_floor, gradient_floor_length_major)
     for name, tool in tools.items():
         try:
             result = tool(model, x, refs, sizes[0])
-            if tool is gradient_floor:
+            if tool in floors:
                 print(f"  {name} (not an attribution); batch sizes:")
             else:
                 difference = (result.sum(1) - reference_result.sum(1)).abs().max().item()
