@@ -21,7 +21,7 @@ deltalift runs 1-D convolutions as channels-last 2-D ones (:mod:`deltalift.conv_
 the model's own forward (and so the peers and the gradient) does not; two more rows separate
 what that layout contributes: deltalift with it undone, and the floor with it.
 
-Run:  python benchmarks/bench_deeplift_shap.py [--repeats 5] [--batch-sizes 10,20,40,80,160]
+Run:  python benchmarks/bench_deeplift_shap.py [--repeats 5] [--batch-sizes 5,10,20,40,80,160]
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def main() -> None:
     parser.add_argument("--sequences", type=int, default=8)
     parser.add_argument("--references", type=int, default=20)
     parser.add_argument("--length", type=int, default=1000)
-    parser.add_argument("--batch-sizes", default="10,20,40,80,160", help="pairs per batch, swept for every tool")
+    parser.add_argument("--batch-sizes", default="5,10,20,40,80,160", help="pairs per batch, swept for every tool")
     args = parser.parse_args()
     sizes = [int(s) for s in args.batch_sizes.split(",")]
     torch.manual_seed(0)

@@ -38,7 +38,11 @@ class DeepLiftShap(DeepLift):
     batch_size:
         How many (example, reference) pairs to evaluate at once (default 64: larger batches
         gain nothing on the CPU, where tensors that outgrow the caches make element-wise work
-        slower, and cost memory).
+        slower, and cost memory).  With ``K`` references per example, ``batch_size=K`` (one
+        example a call) is the fastest on convolutional models with long inputs: the input
+        side then stays one row, repeated by a stride of 0, through convolutions, ReLUs and
+        residual additions (a BPNet-like model, 1000 bp, 20 references on 2 CPU cores: 0.58 s
+        for 8 sequences against 0.82 s with two sequences a call).
     show_progress:
         A tqdm progress bar over the batches.
     """

@@ -286,7 +286,10 @@ class RuleContext:
         if not pairs_in((args, kwargs)):
             with torch.no_grad():
                 return op(*args, **kwargs)
-        return self.registry.lookup(op, self.node_description)(self, op, args, kwargs)
+        rule = self.registry.find(op)
+        if rule is None:
+            raise MissingRuleError(op, self.node_description)
+        return rule(self, op, args, kwargs)
 
 
 def register_rule(
