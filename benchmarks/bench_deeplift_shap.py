@@ -21,7 +21,12 @@ deltalift runs 1-D convolutions as channels-last 2-D ones (:mod:`deltalift.conv_
 the model's own forward (and so the peers and the gradient) does not; two more rows separate
 what that layout contributes: deltalift with it undone, and the floor with it.
 
+glibc's allocator hands freed tensors of a few MiB back to the kernel and the next ones take
+fresh pages (page faults, each zeroed); with ``--keep-freed-memory`` it keeps them, for every
+tool alike (:func:`deltalift.runtime.keep_freed_memory`, which deltalift's command line applies).
+
 Run:  python benchmarks/bench_deeplift_shap.py [--repeats 5] [--batch-sizes 5,10,20,40,80,160]
+          [--keep-freed-memory]
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from torch import nn
 
 from deltalift import DeepLiftShap, conv_layout
 from deltalift.conv_layout import convolution
+from deltalift.runtime import keep_freed_memory
 from machine import describe
 
 
@@ -196,7 +202,14 @@ def main() -> None:
     parser.add_argument("--references", type=int, default=20)
     parser.add_argument("--length", type=int, default=1000)
     parser.add_argument("--batch-sizes", default="5,10,20,40,80,160", help="pairs per batch, swept for every tool")
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="glibc keeps freed memory for reuse, for every tool (deltalift.runtime.keep_freed_memory)",
+    )
     args = parser.parse_args()
+    if args.keep_freed_memory and not keep_freed_memory():
+        parser.error("--keep-freed-memory needs glibc")
     sizes = [int(s) for s in args.batch_sizes.split(",")]
     torch.manual_seed(0)
     model = BPNetLike().eval()
@@ -205,7 +218,8 @@ def main() -> None:
     print(describe())
     print(
         f"BPNet-like, {args.sequences} sequences x {args.references} references x {args.length} bp, "
-        f"batch sizes swept over {sizes}, median of {args.repeats}\n"
+        f"batch sizes swept over {sizes}, median of {args.repeats}, "
+        f"glibc {'keeps' if args.keep_freed_memory else 'returns'} freed memory\n"
     )
     tools: dict[str, Tool] = {
         "deltalift": deltalift_shap,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 import warnings
@@ -223,3 +224,27 @@ def test_python_m_error_exit_code(tmp_path: Path) -> None:
     )
     assert done.returncode == EXIT_ERROR
     assert one_error_line(done.stderr) == f"deltalift: error: model file not found: {tmp_path / 'none.pt'}"
+
+
+def test_the_program_keeps_freed_memory_and_a_caller_of_main_decides_for_itself(monkeypatch, capsys):
+    import deltalift.cli
+
+    calls: list[bool] = []
+    monkeypatch.setattr(deltalift.cli, "keep_freed_memory", lambda: calls.append(True) or True)
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert calls == []
+    monkeypatch.setattr(sys, "argv", ["deltalift", "--version"])
+    with pytest.raises(SystemExit):
+        main()
+    assert calls == [True]
+    capsys.readouterr()
+
+
+def test_keep_freed_memory_applies_on_glibc_and_says_so_elsewhere():
+    from deltalift.runtime import keep_freed_memory
+
+    applied = keep_freed_memory()
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert applied is glibc
+    assert keep_freed_memory() is applied  # idempotent
