@@ -26,6 +26,7 @@ from deltalift.rules.registry import (
     is_size_pair,
     map_pairs,
     pairs_in,
+    repeats_one_row,
     same_on_both_sides,
     side,
     tiles,
@@ -75,7 +76,7 @@ def _input_side(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
       rather than a row-major copy.
     """
     x_args = side(args, "x")
-    if op is aten.add.Tensor and not kwargs and len(args) == 2 and _repeat_one_row(*x_args):
+    if op is aten.add.Tensor and not kwargs and len(args) == 2 and _same_repeated_rows(*x_args):
         return _RowSum.apply(*x_args)
     if op is aten.mean.dim and not kwargs and 2 <= len(args) <= 3 and args[1]:  # [] or None: every dimension
         x = x_args[0]
@@ -85,18 +86,9 @@ def _input_side(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return op(*x_args, **side(kwargs, "x"))
 
 
-def _repeat_one_row(*values: Any) -> bool:
-    """Tensors of one shape and dtype, each repeating one row along the batch (stride 0)."""
-    first = values[0]
-    return all(
-        isinstance(v, Tensor)
-        and v.shape == first.shape
-        and v.dtype == first.dtype
-        and v.ndim > 0
-        and v.shape[0] > 1
-        and v.stride(0) == 0
-        for v in values
-    )
+def _same_repeated_rows(a: Any, b: Any) -> bool:
+    """Two tensors of one shape and dtype, each repeating one row along the batch."""
+    return repeats_one_row(a) and repeats_one_row(b) and a.shape == b.shape and a.dtype == b.dtype
 
 
 class _RowSum(torch.autograd.Function):

@@ -198,6 +198,12 @@ def zip_output(x_out: Any, ref_out: Any) -> Any:
     return Pair(x_out, ref_out)
 
 
+def repeats_one_row(value: Any) -> bool:
+    """Whether ``value`` is a tensor that repeats one row along the batch by a stride of 0 (as
+    DeepLIFT-SHAP's input side with one example a call does from a convolution on)."""
+    return isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] > 1 and value.stride(0) == 0
+
+
 def is_float_tensor(value: Any) -> bool:
     return isinstance(value, torch.Tensor) and value.is_floating_point()
 

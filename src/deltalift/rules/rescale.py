@@ -25,7 +25,15 @@ import torch
 
 from deltalift.errors import UnsupportedOperationError
 from deltalift.rules.multipliers import with_multipliers
-from deltalift.rules.registry import OpRule, Pair, RuleContext, is_float_tensor, map_pairs, pairs_in
+from deltalift.rules.registry import (
+    OpRule,
+    Pair,
+    RuleContext,
+    is_float_tensor,
+    map_pairs,
+    pairs_in,
+    repeats_one_row,
+)
 
 Tensor = torch.Tensor
 
@@ -295,7 +303,7 @@ def _on_one_row(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     """Element-wise ``fn(x)``, evaluated on one row where ``x`` repeats one row along the batch
     (stride 0: DeepLIFT-SHAP's input side with one example a call, after a convolution) and
     expanded back, a view; otherwise on ``x``."""
-    if x.ndim and x.shape[0] > 1 and x.stride(0) == 0:
+    if repeats_one_row(x):
         return fn(x[:1]).expand(x.shape)
     return fn(x)
 
