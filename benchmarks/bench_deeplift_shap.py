@@ -25,13 +25,16 @@ glibc's allocator hands freed tensors of a few MiB back to the kernel and the ne
 fresh pages (page faults, each zeroed); with ``--keep-freed-memory`` it keeps them, for every
 tool alike (:func:`deltalift.runtime.keep_freed_memory`, which deltalift's command line applies).
 
+``--alone TOOL`` times one tool at one batch size in a process of its own, with its page faults.
+
 Run:  python benchmarks/bench_deeplift_shap.py [--repeats 5] [--batch-sizes 5,10,20,40,80,160]
-          [--keep-freed-memory]
+          [--keep-freed-memory] [--alone deltalift|tangermeme|captum]
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import time
 import warnings
@@ -195,6 +198,25 @@ def best_batch_size(tool: Tool, model: nn.Module, x: torch.Tensor, refs: torch.T
     return min(times, key=times.__getitem__)
 
 
+#: The tools ``--alone`` times, each in a process of its own.
+ALONE: dict[str, Tool] = {"deltalift": deltalift_shap, "tangermeme": tangermeme_shap, "captum": captum_pairs}
+
+
+def time_alone(tool: Tool, model: nn.Module, x: torch.Tensor, refs: torch.Tensor, size: int, repeats: int) -> None:
+    """The median time of ``tool`` at ``size`` pairs a call and its minor page faults, in this
+    process alone (no other tool has run, so the allocator's state is the tool's own)."""
+    for _ in range(3):
+        tool(model, x, refs, size)
+    seconds, faults = [], []
+    for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        start = time.perf_counter()
+        tool(model, x, refs, size)
+        seconds.append(time.perf_counter() - start)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    print(f"batch {size}: {statistics.median(seconds):.3f} s, {statistics.median(faults):.0f} minor page faults a call")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
@@ -207,6 +229,11 @@ def main() -> None:
         action="store_true",
         help="glibc keeps freed memory for reuse, for every tool (deltalift.runtime.keep_freed_memory)",
     )
+    parser.add_argument(
+        "--alone",
+        choices=sorted(ALONE),
+        help="time this tool alone at the first of --batch-sizes (three warm-ups), with its page faults",
+    )
     args = parser.parse_args()
     if args.keep_freed_memory and not keep_freed_memory():
         parser.error("--keep-freed-memory needs glibc")
@@ -215,6 +242,9 @@ def main() -> None:
     model = BPNetLike().eval()
     x = random_one_hot(args.sequences, args.length, torch.Generator().manual_seed(1))
     refs = shuffled_references(x, args.references, seed=2)
+    if args.alone:
+        time_alone(ALONE[args.alone], model, x, refs, sizes[0], args.repeats)
+        return
     print(describe())
     print(
         f"BPNet-like, {args.sequences} sequences x {args.references} references x {args.length} bp, "

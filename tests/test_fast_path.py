@@ -689,9 +689,11 @@ def test_threads_whose_calls_fail_each_others_guards_get_exact_values(monkeypatc
     inputs[1][0] = 0.0  # a row at the reference: x == x0 after the first layer
     exact = [explain(model, (x,), reference, 1, None, backend="interpreter")[0][0] for x in inputs]
     failures: list[str] = []
+    together = threading.Barrier(2, timeout=60)
 
     def explain_often(i: int) -> None:
         for _ in range(150):
+            together.wait()  # both calls at once, whatever the machine's load: each meets the other's program
             try:
                 got = explain(model, (inputs[i],), reference, 1, None, backend="traced")[0][0]
             except Exception as exc:  # noqa: BLE001 - what a race would raise is the finding

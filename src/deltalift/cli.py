@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     A malformed command line exits through argparse (``SystemExit(2)``); ``--help`` and
     ``--version`` exit with status 0.  Run as the program (``argv`` from the command line), it
     first lets glibc keep freed memory for reuse (:func:`deltalift.runtime.keep_freed_memory`:
-    DeepLIFT-SHAP on long sequences took 15% less time); called with ``argv``, from another
+    DeepLIFT-SHAP on long sequences took 11% less time); called with ``argv``, from another
     program, it leaves that process's allocator alone.
     """
     if argv is None:

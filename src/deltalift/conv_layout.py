@@ -51,7 +51,9 @@ def convolution(
 ) -> Tensor:
     """``aten.convolution`` with its values; a 1-D convolution on CPU (:func:`runs_length_major`)
     runs as the channels-last 2-D convolution of ``x.unsqueeze(2)`` and returns a length-major
-    tensor (a copy of ``x`` only where it is not length-major already)."""
+    tensor (a copy of ``x`` only where it is not length-major already).  The weight is made
+    channels-last too: left channels-first, the DeepLIFT-SHAP benchmark's call took 0.72 s
+    instead of 0.58 s."""
     if not runs_length_major(x):
         return aten.convolution(x, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
     channels_last = torch.channels_last

@@ -91,8 +91,8 @@ def keep_freed_memory(mmap_threshold: int = 256 * 2**20, trim_threshold: int = 2
     By default glibc gives tensors of a few MiB their own pages and returns them when freed, so
     the next tensor of that size takes fresh pages, each zeroed by the kernel on first touch.  A
     DeepLIFT-SHAP call on a BPNet-like model (8 sequences x 20 references x 1000 bp, 2 CPU
-    cores) took about 100,000 such page faults and 0.65 s in a fresh process, and none and
-    0.55 s after this call; tangermeme's took 1.89 s and 1.70 s, Captum's 2.33 s and 1.97 s.
+    cores, alone in its process) took 75,000 such page faults and 0.588 s, and none and 0.525 s
+    after this call; tangermeme's took 1.848 s and 1.663 s, Captum's 2.240 s and 1.998 s.
     The price: memory freed below the thresholds stays with the process (its resident size
     does not shrink after a peak).  It applies to the whole process, so deltalift's command
     line calls it and the library leaves it to the caller.
