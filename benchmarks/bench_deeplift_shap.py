@@ -146,24 +146,15 @@ def gradient_floor(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, batch_
 
 
 def gradient_floor_length_major(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """:func:`gradient_floor` with the convolutions in deltalift's layout (channels-last 2-D
-    convolutions, outputs length-major, :mod:`deltalift.conv_layout`): the same floor for a
-    walk that runs them so."""
-    assert isinstance(model, BPNetLike)
+    """:func:`gradient_floor` with the model's ``Conv1d`` layers run in deltalift's layout
+    (channels-last 2-D convolutions, outputs length-major, :mod:`deltalift.conv_layout`): the
+    same floor for a walk that runs them so."""
 
-    def conv(h: torch.Tensor, layer: nn.Conv1d) -> torch.Tensor:
-        return convolution(h, layer.weight, layer.bias, layer.stride, layer.padding, layer.dilation, False, [0], 1)
+    def conv1d(h, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):  # type: ignore[no-untyped-def]
+        return convolution(h, weight, bias, stride, padding, dilation, False, [0], groups)
 
-    rows = refs.reshape(-1, *x.shape[1:])
-    parts = []
-    for i in range(0, rows.shape[0], batch_size):
-        chunk = rows[i : i + batch_size].detach().requires_grad_(True)
-        h = torch.relu(conv(chunk, model.first))
-        for layer in model.dilated:
-            h = h + torch.relu(conv(h, layer))
-        (grad,) = torch.autograd.grad(model.head(h.mean(-1))[:, 0].sum(), chunk)
-        parts.append(grad)
-    return torch.cat(parts)
+    with mock.patch.object(F, "conv1d", conv1d):  # what nn.Conv1d calls
+        return gradient_floor(model, x, refs, batch_size)
 
 
 def deltalift_shap(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, batch_size: int) -> torch.Tensor:

@@ -138,6 +138,16 @@ class _AveragedConv1d(nn.Module):
         return self.head(h.mean(-1))
 
 
+class _SmoothConv1d(_AveragedConv1d):
+    """The same with GELU and tanh: Rescale's general rule, its input side on one row too."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.first(x))
+        for conv in self.dilated:
+            h = h + nn.functional.gelu(conv(h))
+        return self.head(h.mean(-1))
+
+
 def _model(kind: type[nn.Module] = _FlattenedConv1d) -> nn.Module:
     torch.manual_seed(0)
     return kind().double().eval()
@@ -168,7 +178,7 @@ def test_layer_attributions_at_a_convolution_are_row_major():
     torch.testing.assert_close(result, expected, rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("kind", [_FlattenedConv1d, _AveragedConv1d])
+@pytest.mark.parametrize("kind", [_FlattenedConv1d, _AveragedConv1d, _SmoothConv1d])
 @pytest.mark.parametrize("batch_size", [5, 10, 15])
 def test_deeplift_shap_with_one_or_several_examples_a_call(batch_size, kind):
     """5 references: one example a call (its input side one row, repeated by stride 0 through
@@ -227,3 +237,18 @@ def test_an_addition_of_repeated_rows_runs_on_one_row_and_keeps_each_rows_gradie
     assert torch.equal(grad_a, weights) and torch.equal(grad_b, weights)
     dense = evaluate_both(aten.add.Tensor, (_pair(a.contiguous()), _pair(b)), {})  # one term dense: ordinary
     assert dense.x.stride(0) != 0
+
+
+@pytest.mark.parametrize("kind", [_AveragedConv1d, _SmoothConv1d])
+def test_float32_one_example_a_call_agrees_with_the_float64_row_major_walk(kind):
+    """Conditioning of the length-major, one-row path: float32 DeepLIFT-SHAP within float32's
+    rounding of the float64 walk with oneDNN off."""
+    model = _model(kind)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 4, 24, generator=g, dtype=torch.float64)
+    references = torch.randn(2, 5, 4, 24, generator=g, dtype=torch.float64)
+    with _onednn_off():
+        expected = DeepLiftShap(model, batch_size=5, backend="interpreter").attribute(x, references, target=0)
+    result = DeepLiftShap(model.float(), batch_size=5).attribute(x.float(), references.float(), target=0)
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(result.double(), expected, rtol=0, atol=1e-5 * scale)

@@ -496,13 +496,24 @@ class _Opaque(torch.Tensor):
         return NotImplemented
 
 
+class _Refusing(_Opaque):
+    """A tensor subclass that refuses every op but ``detach`` explicitly."""
+
+    @classmethod
+    def __torch_dispatch__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func is torch.ops.aten.detach.default:
+            return _Refusing(args[0].elem)
+        raise NotImplementedError(f"{func} is not supported")
+
+
 def test_fingerprint_of_tensors_without_readable_bytes_is_none() -> None:
     """Sparse and nested tensors raise ``RuntimeError`` at the view of their bytes, a subclass
-    that does not handle it ``TypeError``: no fingerprint, so nothing is reused (not an error)."""
+    that does not handle it ``TypeError``, one that refuses it ``NotImplementedError``: no
+    fingerprint, so nothing is reused (not an error)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nested tensors are a prototype, and say so
         nested = torch.nested.nested_tensor([torch.randn(2), torch.randn(3)])
-    for unreadable in (torch.eye(3).to_sparse(), nested, _Opaque(torch.randn(4))):
+    for unreadable in (torch.eye(3).to_sparse(), nested, _Opaque(torch.randn(4)), _Refusing(torch.randn(4))):
         assert fast_path.fingerprint([torch.randn(3), unreadable]) is None
 
 

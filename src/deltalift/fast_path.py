@@ -386,7 +386,8 @@ def fingerprint(tensors: Sequence[Tensor]) -> tuple[Tensor, Tensor] | None:
     sum.  ``None`` for a tensor whose bytes cannot be viewed (sparse and nested tensors raise
     ``RuntimeError``; a tensor subclass whose ``__torch_dispatch__`` does not handle the view
     returns ``NotImplemented``, which torch raises as ``TypeError``, as masked tensors do; one that
-    refuses explicitly raises ``NotImplementedError``): then nothing is reused."""
+    refuses explicitly raises ``NotImplementedError``, a ``RuntimeError``): then nothing is
+    reused."""
     words: list[Tensor] = []
     values: list[Tensor] = []
     small: dict[torch.device, list[Tensor]] = {}
@@ -395,7 +396,7 @@ def fingerprint(tensors: Sequence[Tensor]) -> tuple[Tensor, Tensor] | None:
         t = t.detach()
         try:
             data = t.reshape(-1).view(torch.uint8)
-        except (RuntimeError, TypeError, NotImplementedError):  # no bytes to read: see the docstring
+        except (RuntimeError, TypeError):  # no bytes to read: see the docstring
             return None
         if data.numel() < FINGERPRINT_GROUPED:
             small.setdefault(t.device, []).append(data)

@@ -205,12 +205,23 @@ def _substitute(tree: Any, replacements: dict[int, Any]) -> Any:
     return map_pairs(tree, lambda p: replacements.get(id(p), p.x))
 
 
+def _on_one_row(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """Element-wise ``fn(x)``, evaluated on one row where ``x`` repeats one row along the batch
+    (stride 0: DeepLIFT-SHAP's input side with one example a call, after a convolution) and
+    expanded back, a view; otherwise on ``x``.  For Rescale's functions of one activation and
+    ReLU's own rule."""
+    if repeats_one_row(x):
+        return fn(x[:1]).expand(x.shape)
+    return fn(x)
+
+
 def rescale_function(ctx: RuleContext, fn: Callable[[Tensor], Tensor], pair: Pair, pointwise: bool = False) -> Pair:
     """Apply Rescale to an element-wise ``fn`` of one activation (``pointwise``: no other
-    tensor argument, see :func:`derivative_where`)."""
+    tensor argument, see :func:`derivative_where`; then an input side that repeats one row is
+    evaluated on that row, :func:`_on_one_row`)."""
     with torch.no_grad():
         y0 = fn(pair.ref)
-        y = fn(pair.x.detach())
+        y = _on_one_row(fn, pair.x.detach()) if pointwise else fn(pair.x.detach())
         m = rescale_multiplier(fn, pair.x.detach(), pair.ref, y, y0, ctx.eps, pointwise)
     return Pair(with_multipliers(y, [pair.x], [m]), y0)
 
@@ -297,15 +308,6 @@ def _relu(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, An
             at_nan_one = torch.nan_to_num(m, nan=1.0)
             m.nan_to_num_(nan=0.0).add_(at_nan_one.sub_(m).mul_(slope))
     return Pair(with_multipliers(y, [pair.x], [m]), y0)
-
-
-def _on_one_row(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    """Element-wise ``fn(x)``, evaluated on one row where ``x`` repeats one row along the batch
-    (stride 0: DeepLIFT-SHAP's input side with one example a call, after a convolution) and
-    expanded back, a view; otherwise on ``x``."""
-    if repeats_one_row(x):
-        return fn(x[:1]).expand(x.shape)
-    return fn(x)
 
 
 def _power(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
