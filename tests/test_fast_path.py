@@ -171,20 +171,22 @@ def test_inductor_program_equals_interpreter(tmp_path: Any, monkeypatch: pytest.
 
 
 class _ReluNet(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, activation: Any = torch.relu) -> None:
         super().__init__()
         self.first = nn.Linear(4, 6)
         self.second = nn.Linear(6, 2)
+        self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.second(torch.relu(self.first(x)))
+        return self.second(self.activation(self.first(x)))
 
 
 def test_a_changed_decision_is_recomputed_not_replayed() -> None:
     """Recorded where no input equals its reference, replayed where one row does: Rescale's
-    near-zero fallback (the derivative at the reference) must be taken, as the interpreter does."""
+    near-zero fallback (the derivative at the reference, here of tanh, a decision the general
+    rule takes in Python) must be taken, as the interpreter does."""
     torch.manual_seed(1)
-    model = _ReluNet().double().eval()
+    model = _ReluNet(torch.tanh).double().eval()
     reference = torch.randn(3, 4, dtype=torch.float64)
     x = torch.randn(3, 4, dtype=torch.float64)
     explain(model, (x,), reference, 0, None, backend="traced")
@@ -201,6 +203,32 @@ def test_a_changed_decision_is_recomputed_not_replayed() -> None:
         again, _ = explain(model, (data,), reference, 0, None, backend="traced")
         expected, _ = explain(model, (data,), reference, 0, None, backend="interpreter")
         torch.testing.assert_close(again[0], expected[0], rtol=0, atol=1e-14)
+
+
+def test_relus_zero_by_zero_is_decided_inside_one_operator_not_guarded() -> None:
+    """ReLU's ``0 / 0`` where the input equals the reference (given ``relu'(x0)``) is decided
+    inside ``torch.ops.deltalift.relu_multiplier``: a program recorded where no position is at
+    the reference replays data where some are, and the reverse, with the interpreter's values
+    and no guard failing (DeepLIFT-SHAP on sequences meets such positions in some batches and
+    not others)."""
+    torch.manual_seed(1)
+    model = _ReluNet().double().eval()
+    reference = torch.randn(3, 4, dtype=torch.float64)
+    x = torch.randn(3, 4, dtype=torch.float64)
+    y = torch.randn(3, 4, dtype=torch.float64)
+    y[1] = reference[1]
+    with torch.no_grad():
+        pre, pre0 = model.first(y[1]), model.first(reference[1])
+    assert bool((pre == pre0).all()) and bool((pre0 > 0).any()) and bool((pre0 <= 0).any())
+    explain(model, (x,), reference, 0, None, backend="traced")
+    before = dict(fast_path.counts)
+    for data in (y, x, y):
+        fast, _ = explain(model, (data,), reference, 0, None, backend="traced")
+        exact, _ = explain(model, (data,), reference, 0, None, backend="interpreter")
+        torch.testing.assert_close(fast[0], exact[0], rtol=0, atol=0)
+    assert fast_path.counts["replayed"] - before["replayed"] == 3
+    assert fast_path.counts["guard_failed"] == before["guard_failed"]
+    assert bool((fast[0][1] == 0).all()) and bool((fast[0][0] != 0).all())
 
 
 def test_replay_reads_live_weights() -> None:
@@ -689,12 +717,12 @@ def test_threads_explaining_against_different_references_get_their_own_values() 
 
 def test_threads_whose_calls_fail_each_others_guards_get_exact_values(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two threads explaining with one program, one with inputs equal to the reference at some
-    positions (ReLU's ``0 / 0`` fallback) and one without: each call fails the guard the other's
+    positions (tanh's near-zero fallback) and one without: each call fails the guard the other's
     recording took, so the program is dropped and recorded again while the other thread is about
     to replay it.  Every call still gives the interpreter's values and none raises."""
     monkeypatch.setattr(fast_path, "MAX_RECORDINGS", 10**6)  # never give up: keep the race going
     torch.manual_seed(9)
-    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).double().eval()
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)).double().eval()
     reference = torch.zeros(1, 4, dtype=torch.float64)
     inputs = [torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)]
     inputs[1][0] = 0.0  # a row at the reference: x == x0 after the first layer

@@ -525,3 +525,40 @@ def test_a_power_with_a_tensor_exponent_keeps_the_general_rule():
     x, ref = t([[2.0, 2.0]]), t([[1.0, 1.0]])
     multipliers, _ = attribute(lambda v: torch.pow(v, exponent).sum(1, keepdim=True), x, ref, multiply_by_inputs=False)
     assert multipliers.tolist() == [[3.0, 7.0]]  # (4 - 1) / 1 and (8 - 1) / 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_relu_multiplier_operator_hand_worked(dtype):
+    """``torch.ops.deltalift.relu_multiplier`` by hand: both sides positive 1, both at or below
+    zero 0, opposite sides the secant, and ``x == x0`` the slope at the reference (1 above zero,
+    0 at or below), NaN nowhere."""
+    from deltalift.rules.operators import relu_multiplier
+
+    x = torch.tensor([2.0, -1.0, 3.0, 0.5, -2.0, 1.0, 0.0], dtype=dtype)
+    x0 = torch.tensor([1.0, 1.0, -1.0, 0.5, -2.0, -3.0, 0.0], dtype=dtype)
+    m = relu_multiplier(x, x0, torch.relu(x), torch.relu(x0))
+    expected = torch.tensor([1.0, 0.5, 0.75, 1.0, 0.0, 0.25, 0.0], dtype=dtype)
+    assert m.dtype == dtype and torch.equal(m, expected)
+
+
+def test_relu_multiplier_operator_broadcasts_keeps_layout_and_passes_opcheck():
+    """An input side repeated by a stride of 0 (one row expanded) against a channels-last
+    reference: the result is laid out as ``y - y0`` (what its fake implementation says), every
+    row repaired at its own ``0 / 0`` positions; ``torch.library.opcheck`` checks the schema,
+    the fake implementation and tracing."""
+    from deltalift.rules.operators import relu_multiplier
+
+    g = torch.Generator().manual_seed(3)
+    row = torch.randn(1, 3, 1, 5, generator=g, dtype=torch.float64)
+    x = row.expand(4, 3, 1, 5)
+    x0 = torch.randn(4, 3, 1, 5, generator=g, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    x0[1, :, :, :2] = row[0, :, :, :2]  # 0 / 0 in one row only: above and below zero
+    args = (x, x0, torch.relu(row).expand(4, 3, 1, 5), torch.relu(x0))
+    m = relu_multiplier(*args)
+    assert m.stride() == torch.sub(args[2], args[3]).stride()
+    slope = (x0 > 0).double()
+    secant = (args[2] - args[3]) / (x - x0)
+    at_ref = (x == x0)
+    assert int(at_ref.sum()) == 6 and bool(at_ref[1, :, :, :2].all())
+    assert torch.equal(m[at_ref], slope[at_ref]) and torch.equal(m[~at_ref], secant[~at_ref])
+    torch.library.opcheck(torch.ops.deltalift.relu_multiplier.default, args)

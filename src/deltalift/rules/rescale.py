@@ -25,6 +25,7 @@ import torch
 
 from deltalift.errors import UnsupportedOperationError
 from deltalift.rules.multipliers import with_multipliers
+from deltalift.rules.operators import relu_multiplier
 from deltalift.rules.registry import (
     OpRule,
     Pair,
@@ -291,10 +292,11 @@ def _relu(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, An
     is the slope there, 1 or 0, exactly: the derivative at the reference, which the general
     rule's near-zero fallback would give.  Where they lie on opposite sides, ``|x - x0| >=
     max(|x|, |x0|)``, never near zero.  So the fallback can only change positions where
-    ``x == x0`` (``0 / 0``, as where both sides are zero after a ReLU and a convolution): their
-    NaN shows in the multipliers' sum, and only then are they given the derivative at the
-    reference, ``relu'(x0) = 1{x0 > 0}``.  The values are the general rule's (an input that is
-    NaN itself makes the output NaN, which deltalift refuses to explain).
+    ``x == x0`` (``0 / 0``, as where both sides are zero after a ReLU and a convolution), which
+    take ``relu'(x0) = 1{x0 > 0}`` (:func:`deltalift.rules.operators.relu_multiplier`, one
+    operator, so that a recorded program need not guard where they are).  The values are the
+    general rule's (an input that is NaN itself makes the output NaN, which deltalift refuses
+    to explain).
     """
     if kwargs or len(args) != 1 or not isinstance(args[0], Pair) or not is_float_tensor(args[0].x):
         return _rescale(ctx, op, args, kwargs)
@@ -302,11 +304,7 @@ def _relu(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, An
     with torch.no_grad():
         x, x0 = pair.x.detach(), pair.ref
         y, y0 = _on_one_row(torch.relu, x), torch.relu(x0)
-        m = torch.sub(y, y0).div_(torch.sub(x, x0))
-        if m.numel() and not bool(torch.isfinite(m.sum())):  # 0 / 0 where x == x0: relu'(x0) there
-            slope = (x0 > 0).to(m.dtype)
-            at_nan_one = torch.nan_to_num(m, nan=1.0)
-            m.nan_to_num_(nan=0.0).add_(at_nan_one.sub_(m).mul_(slope))
+        m = relu_multiplier(x, x0, y, y0)
     return Pair(with_multipliers(y, [pair.x], [m]), y0)
 
 

@@ -1,0 +1,52 @@
+"""Multiplier computations that take a decision from the data, registered as PyTorch operators
+(``torch.ops.deltalift``).
+
+A rule that branches in Python on its data (``if not finite: repair``) becomes a guard of a
+recorded program (:mod:`deltalift.fast_path`): a later call whose data would take the other
+branch is recomputed by the interpreter and recorded again, and where the branch changes from
+batch to batch the program is given up and every call is interpreted.  Computed inside one
+operator, the decision belongs to that operator: the recorder sees one call, records it as it
+records an ATen op, and each replay takes the branch its own data asks for, with the values of
+the Python branch.  The operators have no autograd formula (the rules compute multipliers under
+``no_grad``) and a fake implementation, so ``torch.compile`` can trace around them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+Tensor = torch.Tensor
+
+_library = torch.library.Library("deltalift", "DEF")
+_library.define("relu_multiplier(Tensor x, Tensor x0, Tensor y, Tensor y0) -> Tensor")
+
+
+def _relu_multiplier(x: Tensor, x0: Tensor, y: Tensor, y0: Tensor) -> Tensor:
+    m = torch.sub(y, y0).div_(torch.sub(x, x0))
+    if m.numel() and not bool(torch.isfinite(m.sum())):  # 0 / 0 where x == x0: relu'(x0) there
+        slope = (x0 > 0).to(m.dtype)
+        at_nan_one = torch.nan_to_num(m, nan=1.0)
+        m.nan_to_num_(nan=0.0).add_(at_nan_one.sub_(m).mul_(slope))
+    return m
+
+
+def _relu_multiplier_shape(x: Tensor, x0: Tensor, y: Tensor, y0: Tensor) -> Tensor:
+    return torch.sub(y, y0)  # the kernel's result takes this tensor's shape, dtype and strides
+
+
+_library.impl("relu_multiplier", _relu_multiplier, "CompositeExplicitAutograd")
+torch.library.register_fake("deltalift::relu_multiplier", _relu_multiplier_shape, lib=_library)
+
+
+def relu_multiplier(x: Tensor, x0: Tensor, y: Tensor, y0: Tensor) -> Tensor:
+    """Rescale's multiplier of ``y = relu(x)`` (Shrikumar et al. 2017, section 3.5.2)::
+
+        m = (y - y0) / (x - x0),   and relu'(x0) = 1{x0 > 0} where x == x0.
+
+    Where input and reference lie on the same side of zero the secant is the slope there, 1 or 0,
+    exactly; where they lie on opposite sides ``|x - x0| >= max(|x|, |x0|)``, never near zero.
+    So only ``x == x0`` (``0 / 0``) needs the derivative: its NaN shows in the multipliers' sum,
+    and only then are those positions repaired.  ``y = relu(x)`` and ``y0 = relu(x0)`` are given
+    (``y`` may be a broadcast view); the result is a new tensor laid out as ``y - y0``.
+    """
+    return torch.ops.deltalift.relu_multiplier(x, x0, y, y0)
