@@ -558,7 +558,22 @@ def test_relu_multiplier_operator_broadcasts_keeps_layout_and_passes_opcheck():
     assert m.stride() == torch.sub(args[2], args[3]).stride()
     slope = (x0 > 0).double()
     secant = (args[2] - args[3]) / (x - x0)
-    at_ref = (x == x0)
+    at_ref = x == x0
     assert int(at_ref.sum()) == 6 and bool(at_ref[1, :, :, :2].all())
     assert torch.equal(m[at_ref], slope[at_ref]) and torch.equal(m[~at_ref], secant[~at_ref])
     torch.library.opcheck(torch.ops.deltalift.relu_multiplier.default, args)
+
+
+def test_relu_multipliers_repair_is_the_identity_where_nothing_is_zero_by_zero():
+    """The repair an accelerator always runs (no read-back of the check): values without NaN
+    stay as they are, bit for bit; NaN becomes the slope at the reference."""
+    from deltalift.rules.operators import repair_zero_by_zero
+
+    g = torch.Generator().manual_seed(4)
+    m = torch.rand(6, 50, generator=g, dtype=torch.float64)
+    x0 = torch.randn(6, 50, generator=g, dtype=torch.float64)
+    assert torch.equal(repair_zero_by_zero(m.clone(), x0), m)
+    m[2, :10] = float("nan")
+    repaired = repair_zero_by_zero(m.clone(), x0)
+    assert torch.equal(repaired[2, :10], (x0[2, :10] > 0).double())
+    assert torch.equal(repaired[:2], m[:2]) and torch.equal(repaired[2, 10:], m[2, 10:])

@@ -23,11 +23,19 @@ _library.define("relu_multiplier(Tensor x, Tensor x0, Tensor y, Tensor y0) -> Te
 
 def _relu_multiplier(x: Tensor, x0: Tensor, y: Tensor, y0: Tensor) -> Tensor:
     m = torch.sub(y, y0).div_(torch.sub(x, x0))
-    if m.numel() and not bool(torch.isfinite(m.sum())):  # 0 / 0 where x == x0: relu'(x0) there
-        slope = (x0 > 0).to(m.dtype)
-        at_nan_one = torch.nan_to_num(m, nan=1.0)
-        m.nan_to_num_(nan=0.0).add_(at_nan_one.sub_(m).mul_(slope))
+    # On the CPU one reduction tells whether any 0 / 0 needs repairing (the common case: none);
+    # on an accelerator reading it back would wait for the device, so the repair always runs.
+    if m.numel() and (m.device.type != "cpu" or not bool(torch.isfinite(m.sum()))):
+        repair_zero_by_zero(m, x0)
     return m
+
+
+def repair_zero_by_zero(m: Tensor, x0: Tensor) -> Tensor:
+    """``m`` with its NaN (``0 / 0`` where ``x == x0``) replaced by ``relu'(x0) = 1{x0 > 0}``,
+    in place, without reading which positions they are back from the device."""
+    slope = (x0 > 0).to(m.dtype)
+    at_nan_one = torch.nan_to_num(m, nan=1.0)
+    return m.nan_to_num_(nan=0.0).add_(at_nan_one.sub_(m).mul_(slope))
 
 
 def _relu_multiplier_shape(x: Tensor, x0: Tensor, y: Tensor, y0: Tensor) -> Tensor:
@@ -45,8 +53,8 @@ def relu_multiplier(x: Tensor, x0: Tensor, y: Tensor, y0: Tensor) -> Tensor:
 
     Where input and reference lie on the same side of zero the secant is the slope there, 1 or 0,
     exactly; where they lie on opposite sides ``|x - x0| >= max(|x|, |x0|)``, never near zero.
-    So only ``x == x0`` (``0 / 0``) needs the derivative: its NaN shows in the multipliers' sum,
-    and only then are those positions repaired.  ``y = relu(x)`` and ``y0 = relu(x0)`` are given
+    So only ``x == x0`` (``0 / 0``) needs the derivative: on the CPU its NaN shows in the
+    multipliers' sum, and only then are those positions repaired; elsewhere they always are.  ``y = relu(x)`` and ``y0 = relu(x0)`` are given
     (``y`` may be a broadcast view); the result is a new tensor laid out as ``y - y0``.
     """
     return torch.ops.deltalift.relu_multiplier(x, x0, y, y0)
