@@ -282,3 +282,33 @@ def test_bpnet_lite_heads_and_a_pt2_program(tmp_path, inputs):
     program = torch.export.export(tiny_model(), (torch.zeros(3, 4, WIDTH),))
     torch.export.save(program, tmp_path / "model.pt2")
     torch.testing.assert_close(load_sequence_model(tmp_path / "model.pt2")(X), tiny_model()(X))
+
+
+def test_by_default_one_window_a_call(inputs, tmp_path, monkeypatch):
+    """Without ``batch_size`` each call explains one window's shuffles (at most 64 pairs), in the
+    runner and on the command line; a given ``batch_size`` is passed on as it is."""
+    import deltalift.runner.genomics as runner_genomics
+    from deltalift.runner.genomics import pairs_per_call
+
+    assert pairs_per_call(None, 20) == 20 and pairs_per_call(None, 500) == 64 and pairs_per_call(7, 20) == 7
+    seen: list[int] = []
+
+    def spy(*args, batch_size, **kwargs):
+        seen.append(batch_size)
+        return deep_lift_shap(*args, batch_size=batch_size, **kwargs)
+
+    monkeypatch.setattr(runner_genomics, "deep_lift_shap", spy)
+    run(inputs, tmp_path / "default", bigwig=False)
+    assert set(seen) == {K}
+    run(inputs, tmp_path / "given", bigwig=False, batch_size=5)
+    assert set(seen) == {K, 5}
+    seen.clear()
+    monkeypatch.setattr("deltalift.genomics.deep_lift_shap", spy)  # what the command line's FASTA mode calls
+    root, _ = inputs
+    fasta = tmp_path / "sequences.fa"
+    fasta.write_text(">a\n" + "ACGT" * (WIDTH // 4) + "\n")
+    command = [
+        "genomics", "attribute", "--model", str(root / "model.pt"), "--fasta", str(fasta), "--n-shuffles", "2",
+        "--out", str(tmp_path / "cli"), "--no-progress",
+    ]  # fmt: skip
+    assert main(command) == 0 and seen == [2]

@@ -103,7 +103,11 @@ def add_genomics_parser(commands: Any) -> None:
         "--n-shuffles", type=_positive_int, default=20, metavar="K", help="references per sequence (default: 20)"
     )
     attribute.add_argument(
-        "--batch-size", type=_positive_int, default=64, metavar="N", help="(sequence, reference) pairs per batch"
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="(sequence, reference) pairs per batch (default: one sequence's shuffles, the fastest on the CPU)",
     )
     attribute.add_argument(
         "--rule", default="rescale", choices=("rescale", "reveal_cancel", "genomics_default"), help="nonlinearity rule"
@@ -145,7 +149,7 @@ def _explained(model: Any, X: Any, args: argparse.Namespace) -> tuple[Any, Any]:
     import torch
 
     from deltalift.genomics import deep_lift_shap
-    from deltalift.runner.genomics import reverse_complement
+    from deltalift.runner.genomics import pairs_per_call, reverse_complement
 
     inputs = torch.cat([X, reverse_complement(X)]) if args.reverse_complement else X
     hypothetical, deltas = deep_lift_shap(
@@ -153,7 +157,7 @@ def _explained(model: Any, X: Any, args: argparse.Namespace) -> tuple[Any, Any]:
         inputs,
         target=args.target,
         n_shuffles=args.n_shuffles,
-        batch_size=args.batch_size,
+        batch_size=pairs_per_call(args.batch_size, args.n_shuffles),
         hypothetical=True,
         random_state=args.seed,
         device=args.device,

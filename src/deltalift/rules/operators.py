@@ -49,12 +49,11 @@ torch.library.register_fake("deltalift::relu_multiplier", _relu_multiplier_shape
 def relu_multiplier(x: Tensor, x0: Tensor, y: Tensor, y0: Tensor) -> Tensor:
     """Rescale's multiplier of ``y = relu(x)`` (Shrikumar et al. 2017, section 3.5.2)::
 
-        m = (y - y0) / (x - x0),   and relu'(x0) = 1{x0 > 0} where x == x0.
+        m = (y - y0) / (x - x0),   and relu'(x0) = 1{x0 > 0} where x == x0
 
-    Where input and reference lie on the same side of zero the secant is the slope there, 1 or 0,
-    exactly; where they lie on opposite sides ``|x - x0| >= max(|x|, |x0|)``, never near zero.
-    So only ``x == x0`` (``0 / 0``) needs the derivative: on the CPU its NaN shows in the
-    multipliers' sum, and only then are those positions repaired; elsewhere they always are.  ``y = relu(x)`` and ``y0 = relu(x0)`` are given
-    (``y`` may be a broadcast view); the result is a new tensor laid out as ``y - y0``.
+    (only ``0 / 0`` needs the derivative; the ReLU rule of :mod:`deltalift.rules.rescale` says
+    why).  On the CPU the NaN of ``0 / 0`` shows in the multipliers' sum, and only then are those
+    positions repaired; on other devices they always are.  ``y = relu(x)`` and ``y0 = relu(x0)``
+    are given (``y`` may be a broadcast view); the result is a new tensor laid out as ``y - y0``.
     """
     return torch.ops.deltalift.relu_multiplier(x, x0, y, y0)
