@@ -207,7 +207,7 @@ def test_a_changed_decision_is_recomputed_not_replayed() -> None:
 
 def test_relus_zero_by_zero_is_decided_inside_one_operator_not_guarded() -> None:
     """ReLU's ``0 / 0`` where the input equals the reference (given ``relu'(x0)``) is decided
-    inside ``torch.ops.deltalift.relu_multiplier``: a program recorded where no position is at
+    inside ``torch.ops.deltalift.relu_multiplier_repair_``: a program recorded where no position is at
     the reference replays data where some are, and the reverse, with the interpreter's values
     and no guard failing (DeepLIFT-SHAP on sequences meets such positions in some batches and
     not others)."""

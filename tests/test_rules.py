@@ -529,7 +529,7 @@ def test_a_power_with_a_tensor_exponent_keeps_the_general_rule():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_relu_multiplier_operator_hand_worked(dtype):
-    """``torch.ops.deltalift.relu_multiplier`` by hand: both sides positive 1, both at or below
+    """``deltalift.rules.operators.relu_multiplier`` by hand: both sides positive 1, both at or below
     zero 0, opposite sides the secant, and ``x == x0`` the slope at the reference (1 above zero,
     0 at or below), NaN nowhere."""
     from deltalift.rules.operators import relu_multiplier
@@ -543,9 +543,9 @@ def test_relu_multiplier_operator_hand_worked(dtype):
 
 def test_relu_multiplier_operator_broadcasts_keeps_layout_and_passes_opcheck():
     """An input side repeated by a stride of 0 (one row expanded) against a channels-last
-    reference: the result is laid out as ``y - y0`` (what its fake implementation says), every
-    row repaired at its own ``0 / 0`` positions; ``torch.library.opcheck`` checks the schema,
-    the fake implementation and tracing."""
+    reference: the result is laid out as ``y - y0``, every row repaired at its own ``0 / 0``
+    positions; ``torch.library.opcheck`` checks the repair operator's schema (it writes its
+    first argument), its fake implementation and tracing."""
     from deltalift.rules.operators import relu_multiplier
 
     g = torch.Generator().manual_seed(3)
@@ -561,7 +561,8 @@ def test_relu_multiplier_operator_broadcasts_keeps_layout_and_passes_opcheck():
     at_ref = x == x0
     assert int(at_ref.sum()) == 6 and bool(at_ref[1, :, :, :2].all())
     assert torch.equal(m[at_ref], slope[at_ref]) and torch.equal(m[~at_ref], secant[~at_ref])
-    torch.library.opcheck(torch.ops.deltalift.relu_multiplier.default, args)
+    unrepaired = (args[2] - args[3]) / (x - x0)
+    torch.library.opcheck(torch.ops.deltalift.relu_multiplier_repair_.default, (unrepaired, x0))
 
 
 def test_relu_multipliers_repair_is_the_identity_where_nothing_is_zero_by_zero():
