@@ -205,12 +205,14 @@ def test_a_changed_decision_is_recomputed_not_replayed() -> None:
         torch.testing.assert_close(again[0], expected[0], rtol=0, atol=1e-14)
 
 
-def test_relus_zero_by_zero_is_decided_inside_one_operator_not_guarded() -> None:
+@pytest.mark.parametrize("backend", ["traced", "compiled"])
+def test_relus_zero_by_zero_is_decided_inside_one_operator_not_guarded(backend: str, aot_eager: None) -> None:
     """ReLU's ``0 / 0`` where the input equals the reference (given ``relu'(x0)``) is decided
-    inside ``torch.ops.deltalift.relu_multiplier_repair_``: a program recorded where no position is at
-    the reference replays data where some are, and the reverse, with the interpreter's values
-    and no guard failing (DeepLIFT-SHAP on sequences meets such positions in some batches and
-    not others)."""
+    inside ``torch.ops.deltalift.relu_multiplier_repair_``: a program recorded where no position
+    is at the reference replays data where some are, and the reverse, with the interpreter's
+    values and no guard failing (DeepLIFT-SHAP on sequences meets such positions in some batches
+    and not others); compiled too (``aot_eager``: functionalised, the operator writing into a
+    copy)."""
     torch.manual_seed(1)
     model = _ReluNet().double().eval()
     reference = torch.randn(3, 4, dtype=torch.float64)
@@ -220,10 +222,10 @@ def test_relus_zero_by_zero_is_decided_inside_one_operator_not_guarded() -> None
     with torch.no_grad():
         pre, pre0 = model.first(y[1]), model.first(reference[1])
     assert bool((pre == pre0).all()) and bool((pre0 > 0).any()) and bool((pre0 <= 0).any())
-    explain(model, (x,), reference, 0, None, backend="traced")
+    explain(model, (x,), reference, 0, None, backend=backend)
     before = dict(fast_path.counts)
     for data in (y, x, y):
-        fast, _ = explain(model, (data,), reference, 0, None, backend="traced")
+        fast, _ = explain(model, (data,), reference, 0, None, backend=backend)
         exact, _ = explain(model, (data,), reference, 0, None, backend="interpreter")
         torch.testing.assert_close(fast[0], exact[0], rtol=0, atol=0)
     assert fast_path.counts["replayed"] - before["replayed"] == 3

@@ -529,9 +529,9 @@ def test_a_power_with_a_tensor_exponent_keeps_the_general_rule():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_relu_multiplier_operator_hand_worked(dtype):
-    """``deltalift.rules.operators.relu_multiplier`` by hand: both sides positive 1, both at or below
-    zero 0, opposite sides the secant, and ``x == x0`` the slope at the reference (1 above zero,
-    0 at or below), NaN nowhere."""
+    """``deltalift.rules.operators.relu_multiplier`` by hand: both sides positive 1, both at or
+    below zero 0, opposite sides the secant, and ``x == x0`` the slope at the reference (1 above
+    zero, 0 at or below), NaN nowhere."""
     from deltalift.rules.operators import relu_multiplier
 
     x = torch.tensor([2.0, -1.0, 3.0, 0.5, -2.0, 1.0, 0.0], dtype=dtype)

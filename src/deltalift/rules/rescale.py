@@ -294,9 +294,9 @@ def _relu(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, An
     max(|x|, |x0|)``, never near zero.  So the fallback can only change positions where
     ``x == x0`` (``0 / 0``, as where both sides are zero after a ReLU and a convolution), which
     take ``relu'(x0) = 1{x0 > 0}`` (:func:`deltalift.rules.operators.relu_multiplier`: the
-    repair is one operator, so that a recorded program need not guard where they are).  The values are the
-    general rule's (an input that is NaN itself makes the output NaN, which deltalift refuses
-    to explain).
+    repair is one operator, so that a recorded program need not guard where they are).  The
+    values are the general rule's (an input that is NaN itself makes the output NaN, which
+    deltalift refuses to explain).
     """
     if kwargs or len(args) != 1 or not isinstance(args[0], Pair) or not is_float_tensor(args[0].x):
         return _rescale(ctx, op, args, kwargs)
