@@ -130,10 +130,11 @@ def test_bigwig_holds_the_mean_contribution_of_covering_windows(reference_run):
 def test_reverse_complement_equals_two_explicit_passes(inputs, tmp_path):
     result = run(inputs, tmp_path / "rc", reverse_complement=True, bigwig=False)
     ohe, attr = load_modisco_inputs(result.files["ohe.npz"], result.files["attr.npz"])
-    forward = deep_lift_shap(MODEL, ohe, n_shuffles=K, random_state=0, hypothetical=True)
+    one_window_a_call = {"n_shuffles": K, "batch_size": K, "random_state": 0, "hypothetical": True}  # as the runner
+    forward = deep_lift_shap(MODEL, ohe, **one_window_a_call)
     rc = ohe.flip(1, 2)  # the reverse complement: TGCA order and reversed positions
     assert rc[0, 3, -1] == ohe[0, 0, 0] or rc[0, :, -1].sum() == ohe[0, :, 0].sum()
-    backward = deep_lift_shap(MODEL, rc, n_shuffles=K, random_state=0, hypothetical=True)
+    backward = deep_lift_shap(MODEL, rc, **one_window_a_call)
     torch.testing.assert_close(attr, (forward + backward.flip(1, 2)) / 2, rtol=0, atol=0)
     assert not torch.allclose(attr, forward)
     assert np.load(result.files["deltas.npy"]).shape == (4, 2 * K)
