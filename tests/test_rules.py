@@ -527,7 +527,7 @@ def test_a_power_with_a_tensor_exponent_keeps_the_general_rule():
     assert multipliers.tolist() == [[3.0, 7.0]]  # (4 - 1) / 1 and (8 - 1) / 1
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
 def test_relu_multiplier_operator_hand_worked(dtype):
     """``deltalift.rules.operators.relu_multiplier`` by hand: both sides positive 1, both at or
     below zero 0, opposite sides the secant, and ``x == x0`` the slope at the reference (1 above
@@ -539,6 +539,8 @@ def test_relu_multiplier_operator_hand_worked(dtype):
     m = relu_multiplier(x, x0, torch.relu(x), torch.relu(x0))
     expected = torch.tensor([1.0, 0.5, 0.75, 1.0, 0.0, 0.25, 0.0], dtype=dtype)
     assert m.dtype == dtype and torch.equal(m, expected)
+    empty = torch.zeros(0, 3, dtype=dtype)
+    assert relu_multiplier(empty, empty, empty, empty).shape == (0, 3)
 
 
 def test_relu_multiplier_operator_broadcasts_keeps_layout_and_passes_opcheck():
