@@ -181,12 +181,17 @@ class _ReluNet(nn.Module):
         return self.second(self.activation(self.first(x)))
 
 
+def _maximum_with_flipped(h: torch.Tensor) -> torch.Tensor:
+    """Two input-dependent arguments: the Shapley rule, whose near-zero fallback is a guard."""
+    return torch.maximum(h, h.flip(-1))
+
+
 def test_a_changed_decision_is_recomputed_not_replayed() -> None:
-    """Recorded where no input equals its reference, replayed where one row does: Rescale's
-    near-zero fallback (the derivative at the reference, here of tanh, a decision the general
-    rule takes in Python) must be taken, as the interpreter does."""
+    """Recorded where no input equals its reference, replayed where one row does: the near-zero
+    fallback (the derivative at the reference, here of the two-argument ``maximum``, a decision
+    its rule takes in Python) must be taken, as the interpreter does."""
     torch.manual_seed(1)
-    model = _ReluNet(torch.tanh).double().eval()
+    model = _ReluNet(_maximum_with_flipped).double().eval()
     reference = torch.randn(3, 4, dtype=torch.float64)
     x = torch.randn(3, 4, dtype=torch.float64)
     explain(model, (x,), reference, 0, None, backend="traced")
@@ -206,15 +211,18 @@ def test_a_changed_decision_is_recomputed_not_replayed() -> None:
 
 
 @pytest.mark.parametrize("backend", ["traced", "compiled"])
-def test_relus_zero_by_zero_is_decided_inside_one_operator_not_guarded(backend: str, aot_eager: None) -> None:
-    """ReLU's ``0 / 0`` where the input equals the reference (given ``relu'(x0)``) is decided
-    inside ``torch.ops.deltalift.relu_multiplier_repair_``: a program recorded where no position
-    is at the reference replays data where some are, and the reverse, with the interpreter's
-    values and no guard failing (DeepLIFT-SHAP on sequences meets such positions in some batches
-    and not others); compiled too (``aot_eager``: functionalised, the operator writing into a
-    copy)."""
+@pytest.mark.parametrize("activation", [torch.relu, torch.tanh, F.gelu], ids=["relu", "tanh", "gelu"])
+def test_near_zero_fallbacks_of_one_activation_are_replayed_not_guarded(
+    backend: str, activation: Any, aot_eager: None
+) -> None:
+    """Where the input equals the reference, an activation's multiplier is its derivative at the
+    reference: ReLU's ``0 / 0`` is repaired inside ``torch.ops.deltalift.relu_multiplier_repair_``,
+    the general Rescale fallback (tanh, GELU) is one step of the program (``fast_path.one_step``).
+    A program recorded where no position is at the reference replays data where some are, and
+    the reverse, with the interpreter's values and no guard failing (DeepLIFT-SHAP on sequences
+    meets such positions in some batches and not others); compiled too (``aot_eager``)."""
     torch.manual_seed(1)
-    model = _ReluNet().double().eval()
+    model = _ReluNet(activation).double().eval()
     reference = torch.randn(3, 4, dtype=torch.float64)
     x = torch.randn(3, 4, dtype=torch.float64)
     y = torch.randn(3, 4, dtype=torch.float64)
@@ -719,12 +727,12 @@ def test_threads_explaining_against_different_references_get_their_own_values() 
 
 def test_threads_whose_calls_fail_each_others_guards_get_exact_values(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two threads explaining with one program, one with inputs equal to the reference at some
-    positions (tanh's near-zero fallback) and one without: each call fails the guard the other's
-    recording took, so the program is dropped and recorded again while the other thread is about
-    to replay it.  Every call still gives the interpreter's values and none raises."""
+    positions (the near-zero fallback of ``maximum``) and one without: each call fails the guard the
+    other's recording took, so the program is dropped and recorded again while the other thread is
+    about to replay it.  Every call still gives the interpreter's values and none raises."""
     monkeypatch.setattr(fast_path, "MAX_RECORDINGS", 10**6)  # never give up: keep the race going
     torch.manual_seed(9)
-    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)).double().eval()
+    model = _ReluNet(_maximum_with_flipped).double().eval()
     reference = torch.zeros(1, 4, dtype=torch.float64)
     inputs = [torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)]
     inputs[1][0] = 0.0  # a row at the reference: x == x0 after the first layer

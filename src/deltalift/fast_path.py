@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.utils import _python_dispatch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
@@ -255,11 +256,31 @@ class _Recorder(TorchDispatchMode):
         return self.graph.call_function(aten.any.default, (joined,))
 
 
+def one_step(step: Callable[..., None], *tensors: Tensor) -> None:
+    """``step(*tensors)``, which writes into some of ``tensors`` (their positions in
+    ``step.writes``) and returns nothing; while a program is being recorded, one node of it.
+
+    For a decision a rule takes from the data that changes from call to call (Rescale's near-zero
+    fallback): recorded op by op it would be a guard, and a program whose guards keep failing is
+    given up; as one node, each replay runs ``step`` on its own values and takes the decision
+    again.  ``step`` must read no tensor but ``tensors`` (what else it holds is fixed in the
+    program, and kept alive by it) and must be deterministic."""
+    recorder = _python_dispatch._get_current_dispatch_mode()
+    if not isinstance(recorder, _Recorder):
+        step(*tensors)
+        return
+    nodes = tuple(recorder.node_of(t) for t in tensors)
+    with _python_dispatch._pop_mode_temporarily():
+        step(*tensors)
+    recorder.graph.call_function(step, nodes)
+
+
 def _written_arguments(node: torch.fx.Node) -> list[torch.fx.Node]:
-    """The nodes an in-place (or ``out=``) op writes to."""
+    """The nodes an in-place (or ``out=``) op, or a step of :func:`one_step`, writes to."""
     schema = getattr(node.target, "_schema", None)
     if schema is None:
-        return []
+        writes = getattr(node.target, "writes", ()) if node.op == "call_function" else ()
+        return [node.args[i] for i in writes if isinstance(node.args[i], torch.fx.Node)]
     written: list[torch.fx.Node] = []
     for i, argument in enumerate(schema.arguments):
         if argument.alias_info is not None and argument.alias_info.is_write:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from deltalift.errors import UnsupportedOperationError
+from deltalift.fast_path import one_step
 from deltalift.rules.multipliers import with_multipliers
 from deltalift.rules.operators import relu_multiplier
 from deltalift.rules.registry import (
@@ -70,15 +71,29 @@ def secant_multiplier(
     into ``dy``'s shape as :func:`near_zero` gives it).  ``difference``: ``dx`` is ``x - x0``.
     """
     m = dy.div_(dx) if dy.shape == dx.shape else dy / dx
+    repair_near_zero(m, dx, eps, derivative, x, x0, difference)
+    return m
+
+
+def repair_near_zero(
+    m: Tensor,
+    dx: Tensor,
+    eps: float,
+    derivative: Callable[[tuple[Tensor, ...]], Tensor],
+    x: Tensor,
+    x0: Tensor,
+    difference: bool = True,
+) -> None:
+    """:func:`secant_multiplier`'s fallback: the derivative into ``m`` where ``dx`` is near zero
+    (``dx`` is overwritten)."""
     near = near_zero(dx, eps, x, x0, difference)
     if near is None:
-        return m
+        return
     if m.shape != dx.shape:  # a broadcast numerator: the positions in the multiplier's shape
         mask = torch.zeros(dx.shape, dtype=torch.bool, device=dx.device)
         mask[near] = True
         near = mask.expand(m.shape).nonzero(as_tuple=True)
     m.index_put_(near, derivative(near).to(m.dtype))
-    return m
 
 
 def _largest_magnitude(t: Tensor) -> Tensor:
@@ -182,9 +197,34 @@ def derivative_where(
 def rescale_multiplier(
     fn: Callable[[Tensor], Tensor], x: Tensor, x0: Tensor, y: Tensor, y0: Tensor, eps: float, pointwise: bool
 ) -> Tensor:
-    """Rescale's ``m = (f(x) - f(x0)) / (x - x0)``, the derivative at ``x0`` where ``|x - x0| <= eps``."""
+    """Rescale's ``m = (f(x) - f(x0)) / (x - x0)``, the derivative at ``x0`` where ``|x - x0| <= eps``.
+
+    ``pointwise``: ``fn`` is element-wise and holds no tensor (:func:`derivative_where`); then the
+    fallback is one step of a recorded program (:func:`deltalift.fast_path.one_step`), which a
+    replay takes again on its own data rather than guarding where the near positions lie."""
     shape = y.shape if y.shape == y0.shape else torch.broadcast_shapes(y.shape, y0.shape)
-    return secant_multiplier(y - y0, x - x0, eps, derivative_where(fn, [x0], 0, shape, pointwise), x, x0)
+    if not pointwise:
+        return secant_multiplier(y - y0, x - x0, eps, derivative_where(fn, [x0], 0, shape, False), x, x0)
+    dy, dx = y - y0, x - x0
+    m = dy.div_(dx) if dy.shape == dx.shape else dy / dx
+    one_step(_NearZeroRepair(fn, eps, shape), m, dx, x, x0)
+    return m
+
+
+class _NearZeroRepair:
+    """:func:`repair_near_zero` for a pointwise ``fn`` of one activation, as a step of
+    :func:`deltalift.fast_path.one_step`: ``(m, dx, x, x0)``, writing ``m`` and ``dx``."""
+
+    writes = (0, 1)
+    __name__ = "near_zero_repair"
+
+    def __init__(self, fn: Callable[[Tensor], Tensor], eps: float, shape: torch.Size) -> None:
+        self.fn, self.eps, self.shape = fn, eps, shape
+
+    @torch.compiler.disable  # a compiled program calls it as it is (its decisions are data-dependent)
+    def __call__(self, m: Tensor, dx: Tensor, x: Tensor, x0: Tensor) -> None:
+        derivative = derivative_where(self.fn, [x0], 0, self.shape, pointwise=True)
+        repair_near_zero(m, dx, self.eps, derivative, x, x0)
 
 
 def shapley2_multipliers(
@@ -252,15 +292,40 @@ def _rescale(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str,
         raise UnsupportedOperationError(f"{op} receives a non-floating input that depends on the explained input")
     if len(pairs) == 1:
         (pair,) = pairs
-
-        def fn(t: Tensor) -> Tensor:
-            return op(*_substitute(args, {id(pair): t}), **_substitute(kwargs, {id(pair): t}))
-
-        return rescale_function(ctx, fn, pair, only_scalar_arguments(args, kwargs))
+        return rescale_function(
+            ctx, _one_argument_fn(op, args, kwargs, pair), pair, only_scalar_arguments(args, kwargs)
+        )
     if len(pairs) == 2:
         fn2 = _two_argument_fn(op, args, kwargs, pairs)
         return shapley2_function(ctx, fn2, pairs[0], pairs[1], only_scalar_arguments(args, kwargs))
     raise UnsupportedOperationError(f"{op} has {len(pairs)} inputs that depend on the explained input")
+
+
+def _one_argument_fn(op: Any, args: Any, kwargs: Any, pair: Pair) -> Callable[[Tensor], Tensor]:
+    """``op`` as a function of ``pair``'s tensor, the other arguments fixed.  It holds neither the
+    Pair nor its tensors (a recorded program may keep the function, :func:`rescale_multiplier`)."""
+    slot = _Slot()
+    fixed_args, fixed_kwargs = _substitute(args, {id(pair): slot}), _substitute(kwargs, {id(pair): slot})
+
+    def fn(t: Tensor) -> Tensor:
+        return op(*_fill(fixed_args, slot, t), **_fill(fixed_kwargs, slot, t))
+
+    return fn
+
+
+class _Slot:
+    """Where :func:`_one_argument_fn`'s argument goes."""
+
+
+def _fill(tree: Any, slot: _Slot, value: Tensor) -> Any:
+    if tree is slot:
+        return value
+    if isinstance(tree, (tuple, list)):
+        filled = [_fill(v, slot, value) for v in tree]
+        return filled if isinstance(tree, list) else tuple(filled)
+    if isinstance(tree, dict):
+        return {k: _fill(v, slot, value) for k, v in tree.items()}
+    return tree
 
 
 def _two_argument_fn(op: Any, args: Any, kwargs: Any, pairs: list[Pair]) -> Callable[[Tensor, Tensor], Tensor]:
@@ -328,7 +393,12 @@ def _power(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, A
 def _first_output_rescale(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Rescale for an element-wise op that returns ``(value, buffer)``, e.g. ``log_sigmoid_forward``."""
     (pair,) = pairs_in(args)
-    out = rescale_function(ctx, lambda t: op(t, *args[1:], **kwargs)[0], pair, only_scalar_arguments(args, kwargs))
+    rest = args[1:]
+
+    def first_output(t: Tensor) -> Tensor:  # holds neither the Pair nor its tensors
+        return op(t, *rest, **kwargs)[0]
+
+    out = rescale_function(ctx, first_output, pair, only_scalar_arguments(args, kwargs))
     with torch.no_grad():
         _, buffer = op(pair.ref, *args[1:], **kwargs)
     return (out, Pair(buffer, buffer))
