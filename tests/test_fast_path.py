@@ -827,3 +827,57 @@ def test_a_write_into_the_reference_side_leaves_the_program_whole() -> None:
     assert program.reference_side is not None
     for _ in range(2):
         torch.testing.assert_close(program.run([state, x])[0], state.exp() * x)
+
+
+def test_a_step_is_one_node_that_declares_its_writes_and_holds_no_tensor() -> None:
+    """``fast_path.one_step`` outside a recording just runs the step; in one, the step is one node
+    of the program whose written arguments the reference side's checks see, and the steps the
+    rules record hold no tensor (a program lives on; the recording's activations must not)."""
+    import gc
+    import types
+
+    from deltalift.rules.rescale import _NearZeroRepair
+
+    calls: list[int] = []
+
+    def step(a: torch.Tensor, b: torch.Tensor) -> None:
+        calls.append(1)
+        a.add_(b)
+
+    step.writes = (0,)  # type: ignore[attr-defined]
+    a, b = torch.zeros(3), torch.ones(3)
+    fast_path.one_step(step, a, b)
+    assert calls == [1] and torch.equal(a, torch.ones(3))
+
+    torch.manual_seed(3)
+    model = _ReluNet(F.gelu).double().eval()
+    reference = torch.randn(3, 4, dtype=torch.float64)
+    x = torch.randn(3, 4, dtype=torch.float64)
+    explain(model, (x,), reference, 0, None, backend="traced")
+    (program,) = [entry.program for _, cache in fast_path._cache.values() for entry in cache.entries.values()][-1:]
+    graphs = [program.module.graph] + ([program.whole.graph] if program.whole is not None else [])
+    steps = [n for g in graphs for n in g.nodes if isinstance(n.target, _NearZeroRepair)]
+    assert steps and all(fast_path._written_arguments(n) == [n.args[0], n.args[1]] for n in steps)
+
+    def reachable_tensors(root: object, depth: int = 8) -> list[torch.Tensor]:
+        """Tensors reachable from ``root`` through instances, closures and containers (not
+        through modules or classes)."""
+        found: list[torch.Tensor] = []
+        seen, frontier = {id(root)}, [root]
+        for _ in range(depth):
+            following = []
+            for obj in frontier:
+                for ref in gc.get_referents(obj):
+                    if id(ref) in seen or isinstance(ref, (type, types.ModuleType, str, bytes, int, float)):
+                        continue
+                    seen.add(id(ref))
+                    if isinstance(ref, torch.Tensor):
+                        found.append(ref)
+                    elif not isinstance(ref, dict) or "__builtins__" not in ref:  # not a module's globals
+                        following.append(ref)
+            frontier = following
+        return found
+
+    assert not reachable_tensors(steps[0].target)
+    held = torch.ones(2)  # the check itself finds a tensor a step's function holds
+    assert reachable_tensors(_NearZeroRepair(lambda v: v * held, 1e-7, torch.Size([2])))

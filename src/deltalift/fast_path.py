@@ -22,7 +22,8 @@ on, and a call whose guards do not all hold at the recorded values is recomputed
 interpreter (and the program recorded again, up to :data:`MAX_RECORDINGS` times per
 signature).  A decision that changes from call to call on ordinary data is taken inside one
 operator instead (:mod:`deltalift.rules.operators`: ReLU's ``0 / 0`` where an input equals its
-reference), which the program records and replays like any other, with no guard.  An op whose
+reference), which the program records and replays like any other, with no guard; or inside one
+step of the program (:func:`one_step`: the general Rescale fallback of a pointwise function).  An op whose
 output shape depends on the data (``nonzero``, boolean indexing) gets a shape guard.  A tensor
 that appears during recording without having been produced by a recorded op or given as an
 input (which would be baked in as a constant) is accepted only if it is small (a scalar made by a rule from a guarded value); otherwise the call is refused and
