@@ -23,11 +23,12 @@ interpreter (and the program recorded again, up to :data:`MAX_RECORDINGS` times 
 signature).  A decision that changes from call to call on ordinary data is taken inside one
 operator instead (:mod:`deltalift.rules.operators`: ReLU's ``0 / 0`` where an input equals its
 reference), which the program records and replays like any other, with no guard; or inside one
-step of the program (:func:`one_step`: the general Rescale fallback of a pointwise function).  An op whose
-output shape depends on the data (``nonzero``, boolean indexing) gets a shape guard.  A tensor
-that appears during recording without having been produced by a recorded op or given as an
-input (which would be baked in as a constant) is accepted only if it is small (a scalar made by a rule from a guarded value); otherwise the call is refused and
-the interpreter runs.  So the fast path either gives the interpreter's values (to rounding of
+step of the program (:func:`one_step`: the general Rescale fallback of a pointwise function).
+An op whose output shape depends on the data (``nonzero``, boolean indexing) gets a shape
+guard.  A tensor that appears during recording without having been produced by a recorded op
+or given as an input (which would be baked in as a constant) is accepted only if it is small (a
+scalar made by a rule from a guarded value); otherwise the call is refused and the interpreter
+runs.  So the fast path either gives the interpreter's values (to rounding of
 the compiled kernels) or falls back to it; ``tests/test_fast_path.py`` checks this on the
 architecture matrix in float64 to 1e-10.
 

@@ -292,9 +292,7 @@ class RuleContext:
         if not pairs_in((args, kwargs)):
             with torch.no_grad():
                 return op(*args, **kwargs)
-        rule = self.registry.find(op)
-        if rule is None:
-            raise MissingRuleError(op, self.node_description)
+        rule = self.registry.find(op) or self.registry.lookup(op, self.node_description)  # described on a miss
         return rule(self, op, args, kwargs)
 
 

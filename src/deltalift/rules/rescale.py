@@ -304,28 +304,13 @@ def _rescale(ctx: RuleContext, op: Any, args: tuple[Any, ...], kwargs: dict[str,
 def _one_argument_fn(op: Any, args: Any, kwargs: Any, pair: Pair) -> Callable[[Tensor], Tensor]:
     """``op`` as a function of ``pair``'s tensor, the other arguments fixed.  It holds neither the
     Pair nor its tensors (a recorded program may keep the function, :func:`rescale_multiplier`)."""
-    slot = _Slot()
+    slot = Pair(None, None)  # where the argument goes: the one Pair left, holding no tensor
     fixed_args, fixed_kwargs = _substitute(args, {id(pair): slot}), _substitute(kwargs, {id(pair): slot})
 
     def fn(t: Tensor) -> Tensor:
-        return op(*_fill(fixed_args, slot, t), **_fill(fixed_kwargs, slot, t))
+        return op(*map_pairs(fixed_args, lambda _: t), **map_pairs(fixed_kwargs, lambda _: t))
 
     return fn
-
-
-class _Slot:
-    """Where :func:`_one_argument_fn`'s argument goes."""
-
-
-def _fill(tree: Any, slot: _Slot, value: Tensor) -> Any:
-    if tree is slot:
-        return value
-    if isinstance(tree, (tuple, list)):
-        filled = [_fill(v, slot, value) for v in tree]
-        return filled if isinstance(tree, list) else tuple(filled)
-    if isinstance(tree, dict):
-        return {k: _fill(v, slot, value) for k, v in tree.items()}
-    return tree
 
 
 def _two_argument_fn(op: Any, args: Any, kwargs: Any, pairs: list[Pair]) -> Callable[[Tensor, Tensor], Tensor]:
